@@ -1,0 +1,98 @@
+"""The checkpoint schema: one file that says what the model is and how to feed it.
+
+Loading goes through torch.load(weights_only=True) only: a checkpoint that carries pickled
+code is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__, atomic
+from .errors import UserError
+from .models import create_model, parse_arch
+from .preprocess import Preprocessing
+
+FORMAT = "wae-deploy-checkpoint"
+SCHEMA_VERSION = 1
+REQUIRED = ("format", "schema_version", "arch", "config", "state_dict", "classes", "preprocessing")
+
+
+@dataclass
+class Checkpoint:
+    arch: str
+    config: dict                     # num_classes, input_size, lambda_energy, gamma
+    state_dict: dict
+    classes: list[str]
+    preprocessing: Preprocessing
+    metrics: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def build_model(self) -> torch.nn.Module:
+        """The model in eval mode with these weights."""
+        model = create_model(self.arch, num_classes=self.config["num_classes"],
+                             input_size=self.config["input_size"])
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise UserError(f"checkpoint weights do not fit {self.arch}: {first[1].strip() if len(first) > 1 else first[0]}") from e
+        return model.eval()
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "schema_version": SCHEMA_VERSION, "arch": self.arch, "config": self.config,
+                "state_dict": self.state_dict, "classes": list(self.classes),
+                "preprocessing": self.preprocessing.to_dict(), "metrics": self.metrics,
+                "provenance": {"wae_deploy": __version__, "torch": str(torch.__version__), **self.provenance}}
+
+
+def save(ckpt: Checkpoint, path: str | Path) -> None:
+    """Write atomically: a reader sees the old file or the new one, never half of one."""
+    with atomic.atomic_path(path) as tmp:
+        torch.save(ckpt.to_dict(), tmp)
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"refusing {path}: it holds pickled objects or code, not plain weights "
+                        "(only weights_only checkpoints are loaded)") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError,
+            AttributeError, IndexError, KeyError, TypeError, OverflowError, MemoryError) as e:
+        raise UserError(f"not a readable checkpoint (truncated or corrupt): {path}") from e
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise UserError(f"not a wae-deploy checkpoint: {path}")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}")
+    if raw["schema_version"] != SCHEMA_VERSION:
+        raise UserError(f"checkpoint {path} has schema version {raw['schema_version']}; "
+                        f"this wae-deploy reads {SCHEMA_VERSION}")
+    parse_arch(str(raw["arch"]))  # unknown architectures fail here with the list of known ones
+    config = raw["config"]
+    if not isinstance(config, dict) or not {"num_classes", "input_size"} <= set(config):
+        raise UserError(f"checkpoint {path} has no num_classes/input_size in its config")
+    if not isinstance(raw["state_dict"], dict):
+        raise UserError(f"checkpoint {path} has no weights")
+    return Checkpoint(arch=str(raw["arch"]), config=config, state_dict=raw["state_dict"],
+                      classes=[str(c) for c in raw["classes"]],
+                      preprocessing=Preprocessing.from_dict(raw["preprocessing"]),
+                      metrics=raw.get("metrics") or {}, provenance=raw.get("provenance") or {})

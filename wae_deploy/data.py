@@ -1,0 +1,182 @@
+"""Image data sets: ImageFolder trees, the CIFAR-10 python archive, and labelled CSV folders.
+
+Everything is decoded once into a uint8 N x H x W x 3 array (cached on disk) through the
+model's preprocessing spec, so training, calibration and evaluation see the same pixels.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .errors import UserError
+from .preprocess import Preprocessing
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass
+class ImageSet:
+    images: np.ndarray       # N x H x W x 3 uint8, already resized and cropped
+    labels: np.ndarray       # N int64
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx) -> "ImageSet":
+        return ImageSet(self.images[idx], self.labels[idx], self.classes)
+
+    def sample(self, n: int, seed: int = 0) -> "ImageSet":
+        """A deterministic random sample of n images (all of them if n >= len)."""
+        if n >= len(self):
+            return self
+        return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("WAE_CACHE", Path.home() / ".cache" / "wae-deploy"))
+
+
+def default_data_root() -> Path:
+    """--data is handled by the caller; then $WAE_DATA, then ../shared/data/cifar10, then a download."""
+    if os.environ.get("WAE_DATA"):
+        return Path(os.environ["WAE_DATA"])
+    repo = Path(__file__).resolve().parent.parent
+    for candidate in (repo.parent / "shared/data/cifar10", Path.cwd().parent / "shared/data/cifar10"):
+        if candidate.is_dir():
+            return candidate
+    return download_cifar10(cache_dir() / "cifar10")
+
+
+def download_cifar10(dest: Path) -> Path:
+    """Fetch the CIFAR-10 python archive once and verify its MD5 (the checksum its authors publish)."""
+    archive = dest / "cifar-10-python.tar.gz"
+    if not archive.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            with urllib.request.urlopen(CIFAR10_URL, timeout=60) as r:
+                data = r.read()
+        except OSError as e:
+            raise UserError(f"no data set given and CIFAR-10 cannot be downloaded ({e}); pass --data DIR") from e
+        if hashlib.md5(data).hexdigest() != CIFAR10_MD5:
+            raise UserError("downloaded CIFAR-10 archive fails its MD5 check; not using it")
+        atomic.write_bytes(archive, data)
+    return dest
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """The archive is pickled dicts of numpy arrays: allow those and nothing that runs code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_archive(archive: Path, split: str) -> ImageSet:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = [], []
+    try:
+        with tarfile.open(archive) as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            for name in names:
+                batch = _CifarUnpickler(io.BytesIO(tar.extractfile(members[name]).read()), encoding="bytes").load()
+                images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                labels.extend(batch[b"labels"])
+    except (KeyError, OSError, tarfile.TarError, pickle.UnpicklingError, EOFError) as e:
+        raise UserError(f"not a valid CIFAR-10 python archive: {archive} ({e})") from e
+    return ImageSet(np.ascontiguousarray(np.concatenate(images)), np.asarray(labels, np.int64), CIFAR10_CLASSES)
+
+
+def _list_imagefolder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        for f in sorted((folder / c).iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                files.append(f)
+                labels.append(i)
+    return files, labels, classes
+
+
+def _list_labelled_csv(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    files, labels, names = [], [], {}
+    try:
+        with open(folder / "labels.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                files.append(folder / row["file"])
+                labels.append(int(row["class_index"]))
+                names[int(row["class_index"])] = row.get("name", "")
+    except (KeyError, ValueError, csv.Error) as e:
+        raise UserError(f"malformed labels.csv in {folder}: {e}") from e
+    classes = [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)]
+    return files, labels, classes
+
+
+def _decode(files: list[Path], labels: list[int], classes: list[str], spec: Preprocessing) -> ImageSet:
+    images = np.empty((len(files), spec.crop, spec.crop, 3), np.uint8)
+    for i, f in enumerate(files):
+        images[i] = spec.load_image(f)
+    return ImageSet(images, np.asarray(labels, np.int64), classes)
+
+
+def _cache_key(files: list[Path], spec: Preprocessing, split: str) -> str:
+    h = hashlib.sha256(repr((split, spec.resize, spec.crop, spec.channel_order)).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def load_split(root: str | os.PathLike, split: str, spec: Preprocessing, use_cache: bool = True) -> ImageSet:
+    """Read `split` ("train" or "test") of the data set at `root`.
+
+    Layouts: an ImageFolder tree (root/<split>/<class>/*.jpg, or root/<class>/*.jpg as a
+    single split), a folder with labels.csv (file,class_index), or the CIFAR-10 python
+    archive (root/cifar-10-python.tar.gz, or the .tar.gz file itself).
+    """
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"data folder does not exist: {root}")
+    archive = root if root.is_file() else root / "cifar-10-python.tar.gz"
+    if archive.is_file():
+        return _read_cifar_archive(archive, split)
+    if (root / "labels.csv").is_file():
+        files, labels, classes = _list_labelled_csv(root)
+    else:
+        folder = root / split if (root / split).is_dir() else root
+        files, labels, classes = _list_imagefolder(folder)
+    if not files:
+        raise UserError(f"no images found in {root} (expected {split}/<class>/*.jpg or labels.csv)")
+    if not use_cache:
+        return _decode(files, labels, classes, spec)
+    path = cache_dir() / "decoded" / f"{_cache_key(files, spec, split)}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return ImageSet(z["images"], z["labels"], [str(c) for c in z["classes"]])
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # a damaged cache entry is rebuilt below
+    data = _decode(files, labels, classes, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=data.images, labels=data.labels, classes=np.asarray(data.classes))
+    return data

@@ -1,0 +1,49 @@
+"""Model cards: what a checkpoint is, how well it does, what it costs, and how it was made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import atomic
+from .checkpoint import Checkpoint
+from .models import create_model
+from .models.flops import baseline_of, count
+
+
+def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
+    size = ckpt.config["input_size"]
+    model = ckpt.build_model()
+    counts = count(model, size)
+    base = count(create_model(baseline_of(ckpt.arch), num_classes=ckpt.config["num_classes"], input_size=size), size)
+    test = ckpt.metrics.get("test", {})
+    lines = [
+        f"# {Path(path).name}", "",
+        f"- architecture: `{ckpt.arch}` ({ckpt.config['num_classes']} classes, {size}x{size} input)",
+        f"- energy weight lambda: {ckpt.config.get('lambda_energy')}, gamma: {ckpt.config.get('gamma')}"
+        if ckpt.arch.startswith("wae-") else "- trained with cross-entropy alone",
+        f"- test top-1: {test.get('top1', float('nan')):.2f}%, top-5: {test.get('top5', float('nan')):.2f}% "
+        f"({test.get('n', 0)} images)",
+    ]
+    if "top1_main_head" in test:
+        lines.append(f"- classifier head alone (I_L alone): top-1 {test['top1_main_head']:.2f}%")
+    if "psnr_db" in test:
+        lines.append(f"- reconstruction PSNR {test['psnr_db']:.1f} dB; share of energy in I_H "
+                     f"{100 * test['high_energy_share']:.3f}%")
+    lines += [
+        f"- multiply-adds: {counts.total_macs / 1e6:.2f} M ("
+        + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in counts.macs.items())
+        + f"); parameters {counts.total_params / 1e6:.3f} M",
+        f"- theoretical speed-up over `{baseline_of(ckpt.arch)}`: {base.total_macs / counts.total_macs:.2f}x",
+        f"- training time: {ckpt.metrics.get('train_time_s', 0) / 60:.1f} min on "
+        f"{ckpt.provenance.get('threads', '?')} threads; data: `{ckpt.provenance.get('data', '?')}`",
+        f"- preprocessing: resize {ckpt.preprocessing.resize}, crop {ckpt.preprocessing.crop}, "
+        f"mean {list(ckpt.preprocessing.mean)}, std {list(ckpt.preprocessing.std)}, {ckpt.preprocessing.channel_order}",
+        "", "Made with:", "", f"    {command}", "",
+    ]
+    return "\n".join(lines)
+
+
+def write(ckpt: Checkpoint, path: str | Path, command: str) -> Path:
+    card = Path(path).with_suffix(".md")
+    atomic.write_text(card, render(ckpt, path, command))
+    return card

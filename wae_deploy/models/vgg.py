@@ -1,0 +1,40 @@
+"""VGG16 as in Simonyan & Zisserman, with a width factor for the WAE's quarter-width branch."""
+
+from __future__ import annotations
+
+from torch import nn
+
+VGG16_STAGES = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
+
+
+class VGG(nn.Module):
+    """`features` maps an image to a flat pool5 vector; `head` maps that to logits."""
+
+    def __init__(self, in_channels: int, input_size: int, num_classes: int, width: float = 1.0,
+                 hidden: int = 4096, with_head: bool = True):
+        super().__init__()
+        layers, c = [], in_channels
+        for out, repeats in VGG16_STAGES:
+            out = int(out * width)
+            for _ in range(repeats):
+                layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(inplace=True)]
+                c = out
+            layers.append(nn.MaxPool2d(2))
+        side = input_size // 32
+        if side < 1:
+            raise ValueError(f"VGG16 needs an input of at least 32 pixels, got {input_size}")
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.out_dim = c * side * side
+        self.head = mlp_head(self.out_dim, hidden, num_classes) if with_head else None
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def mlp_head(in_dim: int, hidden: int, num_classes: int) -> nn.Sequential:
+    """fc-ReLU-dropout twice, then the classifier: VGG's fc6/fc7/fc8 and the WAE fusion head."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+        nn.Linear(hidden, num_classes),
+    )
