@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from .errors import UserError
+
+
+def check_writable(final: str | os.PathLike) -> None:
+    """Fail before any work is done when the output cannot be written."""
+    parent = Path(final).parent if str(Path(final).parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"output folder does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output folder is not writable: {parent}")
 
 
 @contextlib.contextmanager
@@ -18,11 +28,8 @@ def atomic_path(final: str | os.PathLike, suffix: str = ""):
     for artifacts picks it up, and a crash leaves only an obviously-unfinished file.
     """
     final = Path(final)
+    check_writable(final)
     parent = final.parent if str(final.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"output folder does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"output folder is not writable: {parent}")
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".partial", dir=parent)
     os.close(fd)
     try:
@@ -48,3 +55,29 @@ def write_bytes(final: str | os.PathLike, data: bytes) -> None:
 
 def write_text(final: str | os.PathLike, text: str) -> None:
     write_bytes(final, text.encode())
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike):
+    """Yield a temporary folder beside `final`; it replaces `final` only when the block succeeds.
+
+    Multi-file artifacts (an OpenVINO .xml/.bin pair, a model plus its manifest) appear
+    all together or not at all. A concurrent builder of the same artifact loses the race
+    harmlessly: each rename swaps in a complete folder.
+    """
+    final = Path(final)
+    parent = final.parent if str(final.parent) else Path(".")
+    check_writable(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=parent))
+            os.replace(final, old / "x")
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
@@ -95,6 +96,124 @@ def flops(arch, size):
         branches = ", ".join(f"{k} {v / 1e9:.3f}" for k, v in c.macs.items())
         click.echo(f"{name:<18} {s:>4}px  {c.total_macs / 1e9:7.3f} G MACs ({branches})  "
                    f"{c.total_params / 1e6:7.2f} M params  speed-up {base.total_macs / c.total_macs:.2f}x")
+
+
+class BatchType(click.ParamType):
+    name = "dynamic|N"
+
+    def convert(self, value, param, ctx):
+        if value in (None, "dynamic") or isinstance(value, int):
+            return None if value == "dynamic" else value
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'dynamic' nor an integer", param, ctx)
+        if n < 1:
+            self.fail(f"batch must be positive, got {n}", param, ctx)
+        return n
+
+
+@main.command()
+@click.argument("ckpt", type=click.Path())
+@click.option("-o", "--out", type=click.Path(), help="ONNX path [default: CKPT with .onnx].")
+@click.option("--opset", default=18, show_default=True, type=int)
+@click.option("--batch", default="dynamic", type=BatchType(), show_default=True, help="'dynamic' or a fixed batch.")
+@click.option("--simplifier", default="onnxslim", show_default=True,
+              type=click.Choice(["onnxslim", "onnxsim", "none"]))
+@click.option("--verify", default=64, show_default=True, help="Real images compared against PyTorch (0: skip).")
+@click.option("--data", type=click.Path(), help="Images for verification [default: the model's evaluation set].")
+@click.option("--parts", is_flag=True, help="Also export the encoder alone (outputs I_L and I_H).")
+def export(ckpt, out, opset, batch, simplifier, verify, data, parts):
+    """Export a checkpoint's inference graph to a simplified, verified ONNX model."""
+    from .export import export as run
+
+    result = run(ckpt, out, opset=opset, batch=batch, simplifier=simplifier, verify=verify, data=data, parts=parts)
+    m = result.manifest
+    click.echo(f"wrote {result.path} ({m['bytes'] / 1e6:.2f} MB, opset {m['opset']}, batch {m['batch']}) "
+               f"in {m['seconds']:.1f} s")
+    click.echo(f"  nodes {m['nodes_before']} -> {m['nodes_after']} ({m['simplifier']})")
+    if m["parity"]:
+        p = m["parity"]
+        click.echo(f"  ONNX Runtime vs PyTorch on {p['n']} real images: max |diff| {p['max_abs_diff']:.1e}, "
+                   f"top-1 agreement {100 * p['top1_agreement']:.1f}%")
+    if m["note"]:
+        click.echo(f"  note: {m['note']}")
+    for part in m["parts"]:
+        click.echo(f"  wrote {Path(result.path).with_name(part)}")
+    click.echo(f"  manifest {Path(result.path).with_suffix('.json')}")
+
+
+@main.command(name="inspect")
+@click.argument("ckpt", type=click.Path())
+@click.option("--image", "images", multiple=True, type=click.Path(), metavar="FILE",
+              help="An image to decompose (repeatable) [default: images of the evaluation split].")
+@click.option("-o", "--out", type=click.Path(), help="PNG path [default: ./<ckpt stem>-inspect.png].")
+@click.option("--data", type=click.Path(), help="Data root for the evaluation split [default: the model's].")
+@click.option("--count", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Images from the evaluation split without --image (the first of each class in turn).")
+def inspect_command(ckpt, images, out, data, count):
+    """Picture a WAE checkpoint's split (I_L, I_H, reconstruction) and its cost per branch."""
+    from rich.console import Console
+
+    from .inspect import inspect as run, render_table, summary_lines
+
+    result = run(ckpt, images=images, out=out, data=data, count=count)
+    Console(highlight=False).print(render_table(result))
+    for line in summary_lines(result):
+        click.echo(line)
+
+
+@main.command()
+@click.option("--target", "targets", multiple=True, metavar="T[:PRECISION]",
+              help="A target that must be ready (repeatable): torch, ort, openvino, trt, optionally :fp16 etc.; "
+                   "exit 1 when one is not.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(targets, as_json):
+    """What this machine can run: each target and precision, and for what it cannot, why and the fix."""
+    from .doctor import diagnose, footer_lines, header_lines, render_table
+
+    report = diagnose(targets)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        from rich.console import Console
+
+        for line in header_lines(report):
+            click.echo(line)
+        wide = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120  # CI logs: no needless wrapping
+        Console(highlight=False, width=wide).print(render_table(report))
+        for line in footer_lines(report):
+            click.echo(line)
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--target", "target_name", required=True, help="ort, openvino, trt or torch.")
+@click.option("--precision", required=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]))
+@click.option("--calib", type=click.Path(), help="Calibration images [default: the model's training split].")
+@click.option("--calib-size", default=300, show_default=True)
+@click.option("--max-accuracy-drop", type=float, help="Top-1 points INT8 may lose on a held-out split.")
+@click.option("--eval", "eval_dir", type=click.Path(), help="Held-out images for --max-accuracy-drop.")
+@click.option("--eval-size", default=2000, show_default=True)
+@click.option("--keep-float", multiple=True, help="Part (encoder, high, fusion) or node pattern kept in float.")
+@click.option("-o", "--out", type=click.Path(), help="Artifact folder [default: MODEL stem + .TARGET-PRECISION].")
+def build(model, target_name, precision, calib, calib_size, max_accuracy_drop, eval_dir, eval_size, keep_float, out):
+    """Build a runtime artifact (FP32/FP16/BF16/INT8) from an exported ONNX model."""
+    from .build import build as run
+
+    path, manifest = run(model, target_name, precision, out, calib_dir=calib, calib_size=calib_size,
+                         max_accuracy_drop=max_accuracy_drop, eval_dir=eval_dir, eval_size=eval_size,
+                         keep_float=tuple(keep_float), log=click.echo)
+    click.echo(f"wrote {path} ({manifest['target']} {manifest['precision']}, "
+               f"{manifest.get('build_seconds', 0):.1f} s)")
+    executed = manifest.get("executed") or {}
+    for kind, counts in executed.items():
+        click.echo(f"  {kind}: {counts}")
+    if manifest.get("note"):
+        click.echo(f"  note: {manifest['note']}")
 
 
 if __name__ == "__main__":

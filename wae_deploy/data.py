@@ -51,14 +51,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WAE_CACHE", Path.home() / ".cache" / "wae-deploy"))
 
 
-def default_data_root() -> Path:
-    """--data is handled by the caller; then $WAE_DATA, then ../shared/data/cifar10, then a download."""
+def default_data_root(spec: Preprocessing | None = None) -> Path:
+    """The data set when --data is not given.
+
+    $WAE_DATA, else ../shared/data/cifar10 (32-pixel models) or ../shared/data/imagenet-val1300
+    (224-pixel models) beside the checkout or the working directory, else CIFAR-10 is
+    downloaded and checked. ImageNet cannot be downloaded: 224-pixel models need --data.
+    """
     if os.environ.get("WAE_DATA"):
         return Path(os.environ["WAE_DATA"])
+    name = "imagenet-val1300" if spec is not None and spec.crop > 64 else "cifar10"
     repo = Path(__file__).resolve().parent.parent
-    for candidate in (repo.parent / "shared/data/cifar10", Path.cwd().parent / "shared/data/cifar10"):
+    for candidate in (repo.parent / "shared/data" / name, Path.cwd().parent / "shared/data" / name):
         if candidate.is_dir():
             return candidate
+    if name != "cifar10":
+        raise UserError(f"no {name} folder found for {spec.crop}-pixel images; pass --data DIR")
     return download_cifar10(cache_dir() / "cifar10")
 
 

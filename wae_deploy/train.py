@@ -174,7 +174,7 @@ def _state_path(out: str) -> Path:
 def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -> checkpoint.Checkpoint:
     kind, family = parse_arch(cfg.arch)
     spec = default_preprocessing(cfg.arch)
-    root = Path(cfg.data) if cfg.data else default_data_root()
+    root = Path(cfg.data) if cfg.data else default_data_root(spec)
     train_set, test_set = load_split(root, "train", spec), load_split(root, "test", spec)
     if cfg.limit_eval:
         test_set = test_set.sample(cfg.limit_eval, seed=cfg.seed)

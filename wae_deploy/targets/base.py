@@ -12,12 +12,14 @@ on a machine that lacks them, and `available()` says why a target cannot run her
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
 from ..data import ImageSet
+from ..errors import UserError
 
 
 class Runner(ABC):
@@ -40,16 +42,47 @@ class Runner(ABC):
 class Target(ABC):
     name: str
     precisions: tuple[str, ...]
-    artifact_suffix: str
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:
         """(True, version) when this machine can build and run the target, else (False, reason)."""
 
     @abstractmethod
-    def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path) -> Path:
-        """Write the artifact for `precision` to `out` (atomically) and return its path."""
+    def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
+              keep_float: tuple[str, ...] = (), meta: dict | None = None) -> dict:
+        """Write the artifact folder for `precision` to `out` (atomically); return its manifest.
+
+        `keep_float` names model parts (quantize.PARTS) or node-name patterns left unquantized;
+        `meta` (source model, calibration set, tool versions) goes into the manifest.
+        """
 
     @abstractmethod
     def load(self, artifact: Path, threads: int | None = None) -> Runner:
         """Load an artifact written by build()."""
+
+
+MANIFEST = "manifest.json"
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Written last inside the artifact's temporary folder: no manifest, no artifact."""
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+def read_manifest(artifact: Path, target: str, runtime_version: str) -> dict:
+    """The artifact's manifest, refusing one built for another runtime or runtime version."""
+    artifact = Path(artifact)
+    path = artifact / MANIFEST
+    if not path.is_file():
+        raise UserError(f"not a wae-deploy artifact (no {MANIFEST}): {artifact}")
+    try:
+        manifest = json.loads(path.read_text())
+        built_for, built_with = manifest["target"], manifest["runtime_version"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"corrupt artifact manifest: {path}") from e
+    if built_for != target:
+        raise UserError(f"{artifact} was built for target {built_for!r}, not {target!r}")
+    if built_with != runtime_version:
+        raise UserError(f"{artifact} was built with {target} {built_with}, this machine has {runtime_version}; "
+                        "rebuild it with `wae-deploy build`")
+    return manifest

@@ -1,0 +1,118 @@
+"""ONNX model -> runtime artifact, with calibration and the accuracy-bounded INT8 fallback."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import time
+from pathlib import Path
+
+from . import onnx_meta
+from .data import ImageSet, default_data_root, load_split
+from .errors import UserError
+from .metrics import evaluate_runner
+from .targets import get_target
+
+CALIB_SEED, HELD_OUT_SEED = 0, 1
+
+
+def default_artifact(onnx_path: Path, target: str, precision: str) -> Path:
+    return Path(onnx_path).with_name(f"{Path(onnx_path).stem}.{target}-{precision}")
+
+
+def calibration_set(spec, calib_dir: str | Path | None, size: int) -> tuple[ImageSet, dict]:
+    """A deterministic sample of real training images (the 224-pixel default: imagenet-val1300)."""
+    if size < 1:
+        raise UserError(f"--calib-size must be positive, got {size}")
+    root = Path(calib_dir) if calib_dir else default_data_root(spec)
+    data = load_split(root, "train", spec).sample(size, seed=CALIB_SEED)
+    return data, {"root": str(root), "split": "train", "size": len(data), "seed": CALIB_SEED}
+
+
+def held_out_set(spec, eval_dir: str | Path | None, size: int) -> ImageSet:
+    root = Path(eval_dir) if eval_dir else default_data_root(spec)
+    return load_split(root, "test", spec).sample(size, seed=HELD_OUT_SEED)
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "torch"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Path | None = None,
+          calib_dir=None, calib_size: int = 300, max_accuracy_drop: float | None = None, eval_dir=None,
+          eval_size: int = 2000, keep_float: tuple[str, ...] = (), log=print) -> tuple[Path, dict]:
+    target = get_target(target_name)
+    if precision not in target.precisions:
+        raise UserError(f"target {target.name} cannot build {precision}; it builds {', '.join(target.precisions)}")
+    ok, why = target.available()
+    if not ok:
+        raise UserError(f"target {target.name} is not available here: {why}")
+    onnx_path = Path(onnx_path)
+    info = onnx_meta.read(onnx_path)  # refuses corrupt files and models without our metadata
+    out = Path(out) if out else default_artifact(onnx_path, target.name, precision)
+    t0 = time.perf_counter()
+    from .checkpoint import sha256
+
+    meta = {"source": onnx_path.name, "source_sha256": sha256(onnx_path), "arch": info.arch,
+            "tool_versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    calib = None
+    if precision == "int8":
+        calib, meta["calibration"] = calibration_set(info.preprocessing, calib_dir, calib_size)
+    if max_accuracy_drop is None or precision == "fp32":
+        manifest = target.build(onnx_path, precision, calib, out, keep_float=keep_float, meta=meta)
+        return out, manifest
+
+    # Accuracy-bounded build: measure, and keep more in float until the drop fits the bound.
+    held_out = held_out_set(info.preprocessing, eval_dir, eval_size)
+    reference = get_target("ort")
+    ref_dir = out.with_name(f".{out.name}.fp32-reference")
+    try:
+        reference.build(onnx_path, "fp32", None, ref_dir)
+        with reference.load(ref_dir) as runner:
+            ref_top1 = evaluate_runner(runner, held_out, info.preprocessing)["top1"]
+    finally:
+        shutil.rmtree(ref_dir, ignore_errors=True)
+    decomposed = info.config.get("decomposition") in ("wae", "dwt")
+    steps = [()]
+    if precision == "int8" and decomposed:
+        steps += [("encoder", "high"), ("encoder", "high", "fusion")]
+    tried = []
+    for step in steps:
+        kept = tuple(keep_float) + step
+        manifest = target.build(onnx_path, precision, calib, out, keep_float=kept, meta=meta)
+        with target.load(out) as runner:
+            top1 = evaluate_runner(runner, held_out, info.preprocessing)["top1"]
+        drop = ref_top1 - top1
+        tried.append({"keep_float": list(kept), "top1": top1, "drop": round(drop, 3)})
+        log(f"  {precision} keeping {', '.join(kept) or 'nothing'} in float: top-1 {top1:.2f}% "
+            f"(FP32 {ref_top1:.2f}%, drop {drop:+.2f} points)")
+        if drop <= max_accuracy_drop:
+            break
+    else:
+        if target.name == "openvino" and precision == "int8":
+            log("  per-layer search (NNCF accuracy control) ...")
+            manifest = target.build(onnx_path, precision, calib, out, keep_float=tuple(keep_float), meta=meta,
+                                    accuracy_control=(held_out, max_accuracy_drop))
+            with target.load(out) as runner:
+                top1 = evaluate_runner(runner, held_out, info.preprocessing)["top1"]
+            drop = ref_top1 - top1
+            tried.append({"keep_float": "nncf-accuracy-control", "top1": top1, "drop": round(drop, 3)})
+            log(f"  accuracy control: top-1 {top1:.2f}% (drop {drop:+.2f} points)")
+        if drop > max_accuracy_drop:
+            shutil.rmtree(out, ignore_errors=True)
+            raise UserError(f"{precision} on {target.name} cannot keep the top-1 drop within {max_accuracy_drop} "
+                            f"points (best {min(t['drop'] for t in tried):.2f}); no artifact written", exit_code=1)
+    manifest["accuracy_bound"] = {"max_drop": max_accuracy_drop, "fp32_top1": ref_top1, "held_out": len(held_out),
+                                  "steps": tried, "seconds": round(time.perf_counter() - t0, 1)}
+    # The bound's evidence belongs with the artifact: rewrite its manifest atomically.
+    from . import atomic
+    import json
+
+    atomic.write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
+    return out, manifest

@@ -1,0 +1,116 @@
+"""OpenVINO on x86 CPUs: FP32, BF16, FP16 weights and INT8 (NNCF) IRs.
+
+The CPU plugin defaults to BF16 math on CPUs with AVX512-BF16 or AMX, so FP32 must ask
+for f32 explicitly. An FP16 IR only stores FP16 weights: a CPU decompresses them and
+computes in f32 (as run here), which is why its speed is that of FP32.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic, onnx_meta
+from ..data import ImageSet
+from ..errors import UserError
+from ..train import cpu_has
+from .base import Runner, Target, read_manifest, write_manifest
+
+XML = "model.xml"
+# Precision the CPU plugin computes the float parts in, per artifact precision.
+COMPUTE = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}
+HEAVY_OPS = ("Convolution", "FullyConnected", "MatMul", "GroupConvolution", "Deconvolution")
+
+
+def _version() -> str | None:
+    try:
+        return importlib.metadata.version("openvino")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def compile_model(path_or_model, precision: str, threads: int | None = None):
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": COMPUTE[precision], "PERFORMANCE_HINT": "LATENCY",
+              "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads or os.cpu_count() or 1)}
+    core = ov.Core()
+    model = core.read_model(str(path_or_model)) if isinstance(path_or_model, (str, Path)) else path_or_model
+    return core.compile_model(model, "CPU", config)
+
+
+def executed_precisions(compiled) -> dict:
+    """Heavy layers counted by the precision the CPU plugin actually runs them in."""
+    counts: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        if layer in HEAVY_OPS:
+            precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+            counts[f"{layer}:{precision}"] += 1
+    return dict(sorted(counts.items()))
+
+
+class OpenVINORunner(Runner):
+    def __init__(self, xml: Path, precision: str, threads: int | None):
+        self.compiled = compile_model(xml, precision, threads)
+        self.request = self.compiled.create_infer_request()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.request.infer({0: batch})
+        return self.request.get_output_tensor(0).data.copy()
+
+    def close(self) -> None:
+        self.request = self.compiled = None
+
+
+class OpenVINOTarget(Target):
+    name = "openvino"
+    precisions = ("fp32", "bf16", "fp16", "int8")
+
+    def available(self) -> tuple[bool, str]:
+        v = _version()
+        return (True, v) if v else (False, "openvino is not installed (pip install 'wae-deploy[openvino]')")
+
+    def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
+              keep_float: tuple[str, ...] = (), meta: dict | None = None,
+              accuracy_control: tuple[ImageSet, float] | None = None) -> dict:
+        import openvino as ov
+
+        if precision == "bf16" and not (cpu_has("avx512_bf16") or cpu_has("amx_bf16")):
+            raise UserError("bf16 needs a CPU with AVX512-BF16 or AMX; this one has neither")
+        t0 = time.perf_counter()
+        info = onnx_meta.read(onnx_path)
+        model = ov.convert_model(str(onnx_path))
+        if precision == "int8":
+            from ..quantize import quantize, quantize_with_accuracy_control
+
+            if accuracy_control:
+                held_out, max_drop = accuracy_control
+                model = quantize_with_accuracy_control(model, calib, held_out, info.preprocessing, max_drop,
+                                                       keep_float)
+            else:
+                model = quantize(model, calib, info.preprocessing, keep_float)
+        with atomic.atomic_dir(out) as tmp:
+            ov.save_model(model, str(tmp / XML), compress_to_fp16=precision == "fp16")
+            manifest = {"target": self.name, "runtime_version": _version(), "precision": precision,
+                        "compute_precision": COMPUTE[precision],
+                        "executed": executed_precisions(compile_model(tmp / XML, precision, 1)),
+                        "keep_float": list(keep_float), "accuracy_control": accuracy_control is not None,
+                        "build_seconds": round(time.perf_counter() - t0, 2)}
+            if precision == "fp16":
+                manifest["note"] = "FP16 weights; this CPU computes in f32"
+            manifest = {**(meta or {}), **manifest}
+            write_manifest(tmp, manifest)
+        return manifest
+
+    def load(self, artifact: Path, threads: int | None = None) -> Runner:
+        if _version() is None:
+            raise UserError(self.available()[1])
+        manifest = read_manifest(artifact, self.name, _version())
+        return OpenVINORunner(Path(artifact) / XML, manifest["precision"], threads)

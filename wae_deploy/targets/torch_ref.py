@@ -1,0 +1,67 @@
+"""PyTorch on the CPU, FP32: the reference every runtime's accuracy is checked against.
+
+Its artifact holds the checkpoint the ONNX model was exported from, found beside the ONNX
+file (same name, .pt) and matched by the SHA-256 that export wrote into the metadata.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic, checkpoint, onnx_meta
+from ..data import ImageSet
+from ..errors import UserError
+from .base import Runner, Target, read_manifest, write_manifest
+
+CKPT = "model.pt"
+
+
+def _version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
+class TorchRunner(Runner):
+    def __init__(self, path: Path, threads: int | None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = checkpoint.load(path).build_model()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(batch)).numpy()
+
+
+class TorchTarget(Target):
+    name = "torch"
+    precisions = ("fp32",)
+
+    def available(self) -> tuple[bool, str]:
+        return True, _version()
+
+    def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
+              keep_float: tuple[str, ...] = (), meta: dict | None = None) -> dict:
+        info = onnx_meta.read(onnx_path)
+        ckpt = Path(onnx_path).with_suffix(".pt")
+        if not ckpt.is_file() or checkpoint.sha256(ckpt) != info.checkpoint_sha256:
+            raise UserError(f"the torch target needs the checkpoint {onnx_path} was exported from, "
+                            f"beside it as {ckpt.name}")
+        with atomic.atomic_dir(out) as tmp:
+            shutil.copyfile(ckpt, tmp / CKPT)
+            manifest = {"target": self.name, "runtime_version": _version(), "precision": precision,
+                        "executed": {"fp32": "all layers"}}
+            manifest = {**(meta or {}), **manifest}
+            write_manifest(tmp, manifest)
+        return manifest
+
+    def load(self, artifact: Path, threads: int | None = None) -> Runner:
+        read_manifest(artifact, self.name, _version())
+        return TorchRunner(Path(artifact) / CKPT, threads)
