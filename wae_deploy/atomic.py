@@ -10,6 +10,9 @@ from pathlib import Path
 
 from .errors import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def check_writable(final: str | os.PathLike) -> None:
     """Fail before any work is done when the output cannot be written."""
@@ -32,6 +35,7 @@ def atomic_path(final: str | os.PathLike, suffix: str = ""):
     parent = final.parent if str(final.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".partial", dir=parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; outputs get the usual mode
     try:
         yield Path(tmp)
         os.replace(tmp, final)
@@ -69,6 +73,7 @@ def atomic_dir(final: str | os.PathLike):
     parent = final.parent if str(final.parent) else Path(".")
     check_writable(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
         if final.exists():

@@ -1,0 +1,126 @@
+"""The CI gate: unchanged results pass, a planted slow-down or accuracy drop fails, other environments are refused."""
+
+import copy
+
+import pytest
+
+from wae_deploy.bench import gate as G
+from wae_deploy.bench import results as R
+from wae_deploy.bench.environment import fingerprint
+
+
+def _entry(model, precision, median, cv=0.02, top1=84.0, n=10000, baseline=None):
+    lat = {"median_ms": median, "p90_ms": median * 1.05, "p99_ms": median * 1.1, "mean_ms": median, "cv": cv,
+           "iters": 100}
+    return R.make_entry(model=model, target="ort", precision=precision, batch=8, latency=lat, baseline=baseline,
+                        accuracy=None if top1 is None else {"top1": top1, "top5": 99.0, "n": n})
+
+
+def _recorded():
+    entries = [_entry("resnet20", "fp32", 10.0, top1=87.9), _entry("resnet20", "int8", 4.0, top1=87.6),
+               _entry("wae-resnet20", "fp32", 4.0, baseline="resnet20"),
+               _entry("wae-resnet20", "int8", 2.0, top1=83.8, baseline="resnet20")]
+    return R.fill_speedups(R.new_results(fingerprint(threads=2), {"name": "unit"}, entries))
+
+
+def _find(r, model, precision):
+    return R.find_entry(r, model, "ort", precision, 8)
+
+
+def test_unchanged_results_pass():
+    rec = _recorded()
+    g = G.compare(copy.deepcopy(rec), rec)
+    assert g.ok and g.exit_code == 0 and g.lines() == []
+    assert len(g.checks) == 4 + 4 + 2  # latency each, accuracy each, speed-up for the WAE entries
+    assert all(c.ok for c in g.checks)
+
+
+def test_planted_slowdown_fails_with_one_line():
+    rec = _recorded()
+    cur = copy.deepcopy(rec)
+    _find(cur, "resnet20", "int8")["latency"]["median_ms"] *= 1.30  # tolerance: max(3 x 2%, 5%) = 6%
+    g = G.compare(cur, rec)
+    assert g.exit_code == 1 and not g.ok
+    assert len(g.lines()) == 1
+    assert g.lines()[0].startswith("FAIL latency resnet20 ort int8 b8:") and "+30.0%" in g.lines()[0]
+    assert "tolerance +6.0%" in g.lines()[0]
+
+
+def test_noise_sized_changes_pass_and_tolerance_follows_recorded_noise():
+    rec = _recorded()
+    cur = copy.deepcopy(rec)
+    _find(cur, "resnet20", "fp32")["latency"]["median_ms"] *= 1.04  # under the 5% floor
+    _find(cur, "resnet20", "int8")["latency"]["median_ms"] *= 0.5  # faster never fails
+    assert G.compare(cur, rec).ok
+    noisy = copy.deepcopy(rec)
+    _find(noisy, "resnet20", "fp32")["latency"]["cv"] = 0.10  # a noisy recording tolerates 30%
+    _find(cur, "resnet20", "fp32")["latency"]["median_ms"] = 12.5
+    assert G.compare(cur, noisy).ok
+    assert not G.compare(cur, rec).ok
+    assert G.slowdown_tolerance(_find(noisy, "resnet20", "fp32")) == pytest.approx(0.30)
+
+
+def test_planted_accuracy_drop_fails():
+    rec = _recorded()
+    # 83.8% on 10000 images: standard error 0.37 points, tolerance 2 SE = 0.74 points
+    assert G.accuracy_tolerance({"top1": 83.8, "n": 10000}) == pytest.approx(0.737, abs=1e-3)
+    assert G.accuracy_tolerance({"top1": 100.0, "n": 10000}) == 0.1  # the floor
+    cur = copy.deepcopy(rec)
+    _find(cur, "wae-resnet20", "int8")["accuracy"]["top1"] = 83.3  # -0.5: within noise
+    assert G.compare(cur, rec).ok
+    _find(cur, "wae-resnet20", "int8")["accuracy"]["top1"] = 82.8  # -1.0: a regression
+    g = G.compare(cur, rec)
+    assert g.exit_code == 1 and len(g.lines()) == 1
+    assert g.lines()[0].startswith("FAIL accuracy wae-resnet20 ort int8 b8: top-1 82.80% vs recorded 83.80%")
+
+
+def test_explicit_tolerances_override_the_noise():
+    rec = _recorded()
+    cur = copy.deepcopy(rec)
+    _find(cur, "resnet20", "fp32")["latency"]["median_ms"] *= 1.04
+    _find(cur, "resnet20", "fp32")["accuracy"]["top1"] -= 0.3
+    assert G.compare(cur, rec).ok
+    g = G.compare(cur, rec, max_slowdown=0.02, max_accuracy_drop=0.2)
+    assert [c.name for c in g.failures] == ["latency resnet20 ort fp32 b8", "accuracy resnet20 ort fp32 b8"]
+
+
+def test_speedup_drop_fails():
+    rec = _recorded()
+    cur = copy.deepcopy(rec)
+    _find(cur, "wae-resnet20", "fp32")["speedup_vs_baseline"] = 2.0  # recorded 2.5x
+    g = G.compare(cur, rec)
+    assert [c.name for c in g.failures] == ["speedup wae-resnet20 ort fp32 b8"]
+
+
+def test_missing_entries_and_accuracy():
+    rec = _recorded()
+    cur = copy.deepcopy(rec)
+    cur["entries"] = [e for e in cur["entries"] if e["precision"] == "fp32"]
+    cur["entries"].append(_entry("new-model", "fp32", 1.0))  # new entries are not checked
+    g = G.compare(cur, rec)
+    assert sorted(c.name for c in g.failures) == ["present resnet20 ort int8 b8", "present wae-resnet20 ort int8 b8"]
+    assert G.compare(cur, rec, require_all=False).ok
+    cur = copy.deepcopy(rec)
+    _find(cur, "resnet20", "fp32")["accuracy"] = None
+    _find(cur, "resnet20", "int8")["accuracy"]["n"] = 500
+    msgs = [c.message for c in G.compare(cur, rec).failures]
+    assert msgs == ["accuracy was recorded but not measured in this run",
+                    "evaluated on 500 images, recorded on 10000: not comparable"]
+
+
+def test_other_environment_is_refused_unless_allowed():
+    rec = _recorded()
+    cur = copy.deepcopy(rec)
+    cur["environment"]["cpu"]["model"] = "Another CPU"
+    cur["environment"]["packages"]["onnxruntime"] = "0.0.1"
+    g = G.compare(cur, rec)
+    assert g.refused and g.exit_code == 2 and not g.checks
+    assert "cpu.model" in g.refused and "packages.onnxruntime" in g.refused and "--allow-env-mismatch" in g.refused
+    assert len(g.lines()) == 1 and g.lines()[0].startswith("refused: ")
+    allowed = G.compare(cur, rec, allow_env_mismatch=True)
+    assert allowed.exit_code == 0 and allowed.checks[0].name == "environment"
+    assert "Another CPU" in allowed.checks[0].message
+    # a runtime the entries do not use does not matter
+    cur = copy.deepcopy(rec)
+    cur["environment"]["packages"]["tensorrt"] = "10.3"
+    assert G.compare(cur, rec).exit_code == 0

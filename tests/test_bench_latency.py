@@ -1,0 +1,141 @@
+"""Latency statistics, interleaving order and paired ratios: synthetic samples, no timed assertions."""
+
+import math
+
+import numpy as np
+import pytest
+
+from wae_deploy.bench.latency import (
+    matmul_onnx,
+    matmul_peak_gflops,
+    measure_interleaved,
+    order_effect,
+    ratio_ci,
+    round_order,
+    summarize,
+)
+from wae_deploy.errors import UserError
+
+
+def test_summary_statistics_of_known_samples():
+    s = summarize([float(x) for x in range(1, 11)], batch=4)
+    assert s.median_ms == 5.5 and s.mean_ms == 5.5
+    assert s.min_ms == 1 and s.max_ms == 10 and s.iters == 10
+    assert s.p90_ms == pytest.approx(9.1) and s.p99_ms == pytest.approx(9.91)
+    assert s.std_ms == pytest.approx(np.std(np.arange(1, 11), ddof=1))
+    assert s.cv == pytest.approx(s.std_ms / 5.5)
+    assert s.total_s == pytest.approx(0.055)
+    assert s.throughput_ips == pytest.approx(4 * 1000 / 5.5)
+
+
+def test_summary_edge_cases():
+    one = summarize([3.0])
+    assert one.std_ms == 0 and one.cv == 0 and one.p99_ms == 3.0
+    with pytest.raises(ValueError):
+        summarize([])
+    d = summarize([1.0, 2.0], positions=[0, 1]).as_dict(include_samples=True)
+    assert d["samples_ms"] == [1.0, 2.0] and d["position_median_ms"] == {"0": 1.0, "1": 2.0}
+
+
+def test_round_order_is_balanced():
+    assert [round_order("AB", r) for r in range(3)] == [list("AB"), list("BA"), list("AB")]
+    for names in ("ABC", "ABCD", "ABCDE"):
+        n = len(names)
+        cycle = [round_order(names, r) for r in range(2 * n if n % 2 else n)]
+        assert all(sorted(r) == list(names) for r in cycle)
+        for x in names:  # each runner in each position equally often
+            assert len({sum(r.index(x) == p for r in cycle) for p in range(n)}) == 1
+            # ... and right after each other runner equally often
+            before = [r[r.index(x) - 1] for r in cycle if r.index(x) > 0]
+            assert sorted(set(before)) == sorted(set(names) - {x})
+            assert len({before.count(y) for y in set(before)}) == 1
+
+
+def _recorders(names, calls):
+    return {n: (lambda n=n: calls.append(n)) for n in names}
+
+
+def test_interleaving_changes_the_order_each_round():
+    calls = []
+    stats = measure_interleaved(_recorders("ABC", calls), warmup_iters=2, warmup_s=0, min_iters=6, min_time_s=0)
+    warm, timed = calls[:6], calls[6:]
+    assert warm == round_order("ABC", 0) + round_order("ABC", 1)
+    assert timed == [x for r in range(6) for x in round_order("ABC", r)]
+    for n in "ABC":
+        s = stats[n]
+        assert s.iters == 6 and len(s.samples_ms) == 6
+        assert sorted(s.positions) == [0, 0, 1, 1, 2, 2]  # every runner in every position, equally often
+        assert set(s.position_median_ms) == {0, 1, 2}
+    rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
+    for n in "ABC":  # no runner always follows the same one
+        assert len({r[r.index(n) - 1] for r in rounds if r.index(n) > 0}) == 2
+
+
+def test_stopping_rules():
+    calls = []
+    stats = measure_interleaved(_recorders("AB", calls), warmup_iters=0, warmup_s=0, min_iters=10 ** 6,
+                                min_time_s=0, max_iters=3)
+    assert stats["A"].iters == stats["B"].iters == 3
+    stats = measure_interleaved(_recorders("AB", []), warmup_iters=0, warmup_s=0, min_iters=50, max_time_s=0)
+    assert stats["A"].iters == 1  # the time cap wins, after one round
+    seen = []
+    measure_interleaved(_recorders("A", []), warmup_iters=0, warmup_s=0, min_iters=4, min_time_s=0,
+                        progress=lambda r, t: seen.append(r), batch={"A": 8})
+    assert seen == [1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        measure_interleaved({})
+
+
+def test_ratio_ci_exact_and_small():
+    b = np.linspace(1, 2, 30)
+    ci = ratio_ci(2 * b, b)
+    assert ci.ratio == ci.low == ci.high == pytest.approx(2.0) and ci.n == 30
+    small = ratio_ci([2, 3, 4, 5, 6], [1, 1, 1, 1, 1])
+    assert (small.low, small.high) == (2.0, 6.0)  # under 6 rounds: the full range
+    with pytest.raises(ValueError):
+        ratio_ci([1, 2], [1])
+    big = ratio_ci(np.full(5000, 3.0), np.ones(5000))  # no float overflow on long runs
+    assert big.ratio == 3.0
+
+
+def test_ratio_ci_covers_the_true_ratio_about_95_percent():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(300):
+        b = rng.lognormal(0, 0.1, 40) * 10
+        a = 3 * b * rng.lognormal(0, 0.1, 40)  # true median ratio 3
+        ci = ratio_ci(a, b)
+        assert ci.low <= ci.ratio <= ci.high
+        hits += ci.low <= 3 <= ci.high
+    assert 0.9 <= hits / 300 <= 0.995
+
+
+def test_order_effect_detects_a_planted_order_dependence():
+    # A is slower (12 ms) when it runs right after B than when it runs first (10 ms); B is always 5 ms
+    pos_a = [0, 1] * 10
+    a = summarize([10.0 if p == 0 else 12.0 for p in pos_a], positions=pos_a)
+    b = summarize([5.0] * 20, positions=[1 - p for p in pos_a])
+    eff = order_effect(a, b)
+    assert eff["a_first"] == 2.0 and eff["b_first"] == 2.4
+    assert eff["relative_difference"] == pytest.approx(0.2)
+    assert a.position_median_ms == {0: 10.0, 1: 12.0}
+    flat = order_effect(summarize([10.0] * 20, positions=pos_a), b)
+    assert flat["relative_difference"] == 0
+
+
+def test_matmul_model_is_valid(tmp_path):
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(matmul_onnx(tmp_path / "m.onnx", n=16))))
+
+
+@pytest.mark.parametrize("runtime", ["ort", "openvino"])
+def test_matmul_peak_runs(runtime):
+    pytest.importorskip("onnxruntime" if runtime == "ort" else "openvino")
+    g = matmul_peak_gflops(runtime, n=128, threads=1, min_time_s=0, min_iters=2)
+    assert math.isfinite(g) and g > 0
+
+
+def test_matmul_peak_unknown_runtime():
+    with pytest.raises(UserError, match="no matmul peak"):
+        matmul_peak_gflops("trt", n=16)

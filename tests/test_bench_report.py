@@ -1,0 +1,90 @@
+"""Reports: terminal table, Markdown, PNG plot and JUnit XML are produced and parse."""
+
+import copy
+import xml.etree.ElementTree as ET
+
+import pytest
+from rich.console import Console
+
+from wae_deploy.bench import gate as G
+from wae_deploy.bench import report
+from wae_deploy.bench import results as R
+from wae_deploy.bench.latency import summarize
+
+
+def _results(accuracy=True):
+    entries = []
+    for model, base, ms in (("resnet20", None, 10.0), ("wae-resnet20", "resnet20", 4.0)):
+        for prec, f, top1 in (("fp32", 1.0, 88.0), ("int8", 0.4, 87.5)):
+            entries.append(R.make_entry(
+                model=model, baseline=base, target="ort", precision=prec, batch=1, gmacs=0.04, peak_gflops=400.0,
+                latency=summarize([ms * f * (1 + 0.01 * (i % 5)) for i in range(20)]),
+                accuracy={"top1": top1 - (4 if base else 0), "top5": 99.0, "n": 10000} if accuracy else None))
+    r = R.new_results({"cpu": {"model": "Test CPU", "flags": {"avx2": True}}, "packages": {"onnxruntime": "1.2"}},
+                      {"name": "unit", "note": "synthetic"}, entries, peaks={"ort": {"fp32_gflops": 400.0}})
+    return R.fill_speedups(r)
+
+
+def _gate(r, slower=True):
+    cur = copy.deepcopy(r)
+    if slower:
+        cur["entries"][0]["latency"]["median_ms"] *= 2
+    return G.compare(cur, r)
+
+
+def test_delta_top1():
+    r = _results()
+    assert report.delta_top1(r, r["entries"][1]) == pytest.approx(-0.5)
+    assert report.delta_top1(_results(accuracy=False), r["entries"][1]) is None
+
+
+def test_terminal_table_has_every_entry():
+    console = Console(record=True, width=250)
+    report.print_table(_results(), console)
+    text = console.export_text()
+    assert "wae-resnet20" in text and "int8" in text and "-0.50" in text and "2.50x" in text
+    assert len(report.rows(_results())) == 4 and all(len(r) == len(report.COLUMNS) for r in report.rows(_results()))
+
+
+def test_markdown_table_parses(tmp_path):
+    r = _results()
+    r["comparisons"].append({"a": "resnet20", "b": "wae-resnet20", "target": "ort", "precision": "fp32", "batch": 1,
+                             "ratio": 2.5, "ci95": [2.4, 2.6], "by_order": {"relative_difference": 0.01}})
+    path = report.write_markdown(r, tmp_path / "report.md", _gate(r))
+    text = path.read_text()
+    lines = text.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("| model")))
+    end = lines.index("", start)
+    header, rule, table = lines[start], lines[start + 1], lines[start + 2:end]
+    assert len(table) == 4 and rule.count("|") == header.count("|")
+    assert all(line.count(" | ") == header.count(" | ") for line in table)
+    assert "## Gate" in text and "**FAIL** latency resnet20 ort fp32 b1" in text and "2.40–2.60" in text
+    assert "synthetic" in text and "Test CPU" in text
+
+
+def test_plot_is_a_png(tmp_path):
+    for acc in (True, False):  # untrained suites have no accuracy: latency only
+        p = report.write_plot(_results(accuracy=acc), tmp_path / f"plot-{acc}.png")
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_junit_one_testcase_per_check(tmp_path):
+    r = _results()
+    g = _gate(r)
+    root = ET.parse(report.write_junit(tmp_path / "gate.xml", g, r)).getroot()
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == len(g.checks) and root.get("tests") == str(len(g.checks))
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert len(failed) == len(g.failures) == int(root.get("failures")) >= 1
+    assert failed[0].get("classname") == "wae-deploy.bench.gate.latency"
+    assert failed[0].find("failure").get("message") == g.failures[0].message
+
+
+def test_junit_refused_and_no_gate():
+    r = _results()
+    refused = ET.fromstring(report.junit_xml(G.GateResult(refused="another CPU"), r))
+    assert refused.get("errors") == "1" and refused.find(".//error").get("message") == "another CPU"
+    plain = ET.fromstring(report.junit_xml(None, r))
+    assert plain.get("tests") == "4" and plain.get("failures") == "0"
+    passing = ET.fromstring(report.junit_xml(_gate(r, slower=False), r))
+    assert passing.get("failures") == "0" and int(passing.get("tests")) > 0

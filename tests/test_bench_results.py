@@ -1,0 +1,105 @@
+"""Results schema: building entries, round trip through JSON, and clean refusals of bad files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from wae_deploy.bench import results as R
+from wae_deploy.bench.latency import summarize
+from wae_deploy.errors import UserError
+
+
+def _results():
+    env = {"cpu": {"model": "Test CPU"}, "packages": {"onnxruntime": "1.0"}}
+    pos = [0, 1] * 10
+    base = summarize([20.0 + (i % 3) for i in range(20)], batch=8, positions=pos)
+    wae = summarize([5.0 + 0.1 * (i % 3) for i in range(20)], batch=8, positions=[1 - p for p in pos])
+    entries = [
+        R.make_entry(model="vgg16", target="ort", precision="fp32", batch=8, latency=base, gmacs=15.47,
+                     peak_gflops=500.0, accuracy={"top1": 90.0, "top5": 99.0, "n": 1000}),
+        R.make_entry(model="wae-vgg16", target="ort", precision="fp32", batch=8, latency=wae, gmacs=4.37,
+                     baseline="vgg16", peak_gflops=500.0, accuracy={"top1": 88.0, "top5": 98.5, "n": 1000}),
+    ]
+    r = R.new_results(env, {"name": "unit"}, entries, peaks={"ort": {"fp32_gflops": 500.0, "matmul_n": 2048}})
+    r["comparisons"].append(R.make_comparison("vgg16", "wae-vgg16", base, wae, target="ort", precision="fp32",
+                                              batch=8))
+    return R.fill_speedups(r)
+
+
+def test_entry_derived_fields(tmp_path):
+    art = tmp_path / "m.onnx"
+    art.write_bytes(b"x" * 1234)
+    e = R.make_entry(model="m", target="ort", precision="int8", batch=2, latency=summarize([4.0, 4.0]), gmacs=1.0,
+                     peak_gflops=2000.0, artifact=art, preprocess_ms_per_image=0.5)
+    assert e["gflops_per_s"] == pytest.approx(1000.0)  # 2 * 1 G MACs * 2 images / 4 ms
+    assert e["efficiency_of_peak"] == pytest.approx(0.5)
+    assert e["artifact_bytes"] == 1234 and e["arch"] == "m"
+    assert e["latency"]["preprocess_ms_per_image"] == 0.5 and e["latency"]["throughput_ips"] == 500.0
+    xml = tmp_path / "m.xml"
+    xml.write_bytes(b"x" * 10)
+    xml.with_suffix(".bin").write_bytes(b"x" * 100)
+    assert R.artifact_bytes(xml) == 110 and R.artifact_bytes(tmp_path / "none") is None
+    assert R.make_entry(model="m", target="ort", precision="fp32", batch=1, latency={"median_ms": 1.0})[
+        "gflops_per_s"] is None
+
+
+def test_speedups_and_comparisons():
+    r = _results()
+    base, wae = r["entries"]
+    assert wae["speedup_vs_baseline"] == pytest.approx(base["latency"]["median_ms"] / wae["latency"]["median_ms"])
+    assert wae["speedup_vs_fp32_baseline"] == wae["speedup_vs_baseline"]
+    assert base["speedup_vs_baseline"] is None and base["speedup_vs_fp32_baseline"] == 1.0
+    c = r["comparisons"][0]
+    assert c["ci95"][0] <= c["ratio"] <= c["ci95"][1] and c["rounds"] == 20
+    assert set(c["by_order"]) == {"a_first", "b_first", "relative_difference"}
+
+
+def test_round_trip(tmp_path):
+    r = _results()
+    r["entries"][0]["gmacs"] = np.float32(15.5)  # numpy scalars and NaN must not break JSON
+    r["entries"][0]["latency"]["cv"] = float("nan")
+    path = R.save(r, tmp_path / "res.json")
+    back = R.load(path)
+    assert back["format"] == "wae-deploy-bench" and back["schema_version"] == R.SCHEMA_VERSION == 1
+    assert back["entries"][0]["gmacs"] == 15.5 and back["entries"][0]["latency"]["cv"] is None
+    assert back["entries"][1] == json.loads(json.dumps(r["entries"][1]))
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_save_refuses_invalid_results(tmp_path):
+    r = _results()
+    del r["entries"][0]["latency"]
+    with pytest.raises(ValueError, match="lacks latency"):
+        R.save(r, tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "corrupt"),
+    ("[]", "JSON object"),
+    ('{"format": "something-else", "schema_version": 1}', "not a wae-deploy bench results file"),
+    ('{"format": "wae-deploy-bench", "schema_version": 2, "entries": []}', "schema version 2.*newer"),
+    ('{"format": "wae-deploy-bench", "schema_version": 0, "entries": []}', "schema version 0"),
+    ('{"format": "wae-deploy-bench", "schema_version": 1, "environment": {}, "entries": [{"model": "m"}]}',
+     r"entries\[0\] lacks target"),
+    ('{"format": "wae-deploy-bench", "schema_version": 1, "environment": {}}', "entries"),
+])
+def test_load_refusals(tmp_path, content, message):
+    p = tmp_path / "rec.json"
+    p.write_text(content)
+    with pytest.raises(UserError, match=message) as ei:
+        R.load(p)
+    assert ei.value.exit_code == 2 and "\n" not in str(ei.value)
+
+
+def test_load_missing_and_unreadable(tmp_path):
+    with pytest.raises(UserError, match="not found") as ei:
+        R.load(tmp_path / "nope.json")
+    assert ei.value.exit_code == 2
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(UserError, match="cannot read"):
+        R.load(tmp_path / "dir.json")
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UserError):
+        R.load(tmp_path / "bin.json")

@@ -1,0 +1,235 @@
+"""Results for people and for CI: a terminal table, Markdown, a PNG plot, JUnit XML.
+
+    print_table(results)                        # rich table on the terminal
+    write_markdown(results, "report.md", gate)  # gate: a gate.GateResult or None
+    write_plot(results, "acc-vs-latency.png")   # needs matplotlib (imported only here)
+    write_junit("gate.xml", gate, results)      # one testcase per gate check
+
+All of them read only the results dict (results.py), so a recorded file can be re-rendered.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ..atomic import atomic_path, write_text
+from ..errors import UserError
+from .environment import fingerprint_key
+from .gate import GateResult
+
+COLUMNS = ("model", "target", "precision", "batch", "size", "top-1 %", "top-5 %", "Δtop-1 vs FP32", "median ms",
+           "p99 ms", "img/s", "GFLOP/s", "% peak", "speed-up", "vs FP32 base")
+
+
+def _num(x, fmt: str, dash: str = "–") -> str:
+    return dash if x is None else format(x, fmt)
+
+
+def _size(n) -> str:
+    if n is None:
+        return "–"
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+def _times(x) -> str:
+    return "–" if x is None else f"{x:.2f}x"
+
+
+def _esc(s) -> str:
+    return str(s).replace("|", "\\|")  # a pipe inside a Markdown cell would end it
+
+
+def delta_top1(results: dict, e: dict) -> float | None:
+    """Top-1 change against the same model and target in FP32 (any batch: accuracy does not depend on it)."""
+    if not e.get("accuracy"):
+        return None
+    for f in results["entries"]:
+        if (f["model"], f["target"], f["precision"]) == (e["model"], e["target"], "fp32") and f.get("accuracy"):
+            return e["accuracy"]["top1"] - f["accuracy"]["top1"]
+    return None
+
+
+def rows(results: dict) -> list[list[str]]:
+    """One row of strings per entry, in COLUMNS order (shared by the terminal and Markdown)."""
+    out = []
+    for e in results["entries"]:
+        acc, lat = e.get("accuracy") or {}, e["latency"]
+        d = delta_top1(results, e)
+        eff = e.get("efficiency_of_peak")
+        out.append([e["model"], e["target"], e["precision"], str(e["batch"]), _size(e.get("artifact_bytes")),
+                    _num(acc.get("top1"), ".2f"), _num(acc.get("top5"), ".2f"),
+                    "–" if d is None or e["precision"] == "fp32" else f"{d:+.2f}",
+                    _num(lat["median_ms"], ".2f"), _num(lat.get("p99_ms"), ".2f"),
+                    _num(lat.get("throughput_ips"), ".1f"), _num(e.get("gflops_per_s"), ".0f"),
+                    "–" if eff is None else f"{100 * eff:.0f}%",
+                    _times(e.get("speedup_vs_baseline")), _times(e.get("speedup_vs_fp32_baseline"))])
+    return out
+
+
+def table(results: dict, title: str | None = None):
+    from rich.table import Table
+
+    suite = (results.get("suite") or {}).get("name")
+    t = Table(title=title or f"wae-deploy bench{f': {suite}' if suite else ''}")
+    for i, c in enumerate(COLUMNS):
+        t.add_column(c, justify="left" if i < 3 else "right", no_wrap=i < 3)
+    for r in rows(results):
+        t.add_row(*r)
+    return t
+
+
+def print_table(results: dict, console=None) -> None:
+    from rich.console import Console
+
+    (console or Console()).print(table(results))
+
+
+def _environment_lines(results: dict) -> list[str]:
+    key = fingerprint_key(results.get("environment") or {})
+    return [f"- {k}: {v}" for k, v in key.items() if v not in (None, "")]
+
+
+def markdown(results: dict, gate: GateResult | None = None) -> str:
+    suite = results.get("suite") or {}
+    out = [f"# wae-deploy bench{': ' + _esc(suite['name']) if suite.get('name') else ''}", "",
+           f"Recorded {results.get('created', '?')} (results schema {results.get('schema_version')})."]
+    if suite.get("note"):
+        out += ["", str(suite["note"])]
+    rule = "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"
+    out += ["", "| " + " | ".join(COLUMNS) + " |", rule]
+    out += ["| " + " | ".join(_esc(c) for c in r) + " |" for r in rows(results)]
+    if results.get("comparisons"):
+        out += ["", "## Paired speed-ups (interleaved)", "",
+                "| a | b | target | precision | batch | a / b | 95% interval | order effect |",
+                "|---|---|---|---|---:|---:|---|---:|"]
+        for c in results["comparisons"]:
+            ci = c.get("ci95") or [None, None]
+            oe = (c.get("by_order") or {}).get("relative_difference")
+            out.append(f"| {_esc(c['a'])} | {_esc(c['b'])} | {c.get('target', '')} | {c.get('precision', '')} | "
+                       f"{c.get('batch', '')} | {_num(c.get('ratio'), '.2f')} | "
+                       f"{_num(ci[0], '.2f')}–{_num(ci[1], '.2f')} | "
+                       f"{'–' if oe is None else f'{100 * oe:.1f}%'} |")
+    if results.get("peaks"):
+        out += ["", "## Measured peak (large FP32 matmul in the same runtime)", ""]
+        out += [f"- {rt}: {_num(p.get('fp32_gflops'), '.0f')} GFLOP/s" for rt, p in results["peaks"].items()]
+    out += ["", "## Environment", "", *_environment_lines(results)]
+    ts = results.get("tegrastats")
+    if ts:
+        out.append(f"- power ({ts.get('total_rail')}): {_num(ts.get('total_power_mw_mean'), '.0f')} mW mean; "
+                   f"max temperature {_num(ts.get('max_temperature_c'), '.1f')} C; throttling suspected: "
+                   f"{ts.get('throttling_suspected')}")
+    if gate is not None:
+        out += ["", "## Gate", ""]
+        if gate.refused:
+            out.append(f"Refused: {gate.refused}")
+        else:
+            out.append(f"{len(gate.checks) - len(gate.failures)} of {len(gate.checks)} checks passed.")
+            out += [""] + [f"- {'ok' if c.ok else '**FAIL**'} {_esc(c.name)}: {_esc(c.message)}" for c in gate.checks]
+    return "\n".join(out) + "\n"
+
+
+def write_markdown(results: dict, path: str | os.PathLike, gate: GateResult | None = None) -> Path:
+    write_text(path, markdown(results, gate))
+    return Path(path)
+
+
+def write_plot(results: dict, path: str | os.PathLike) -> Path:
+    """Top-1 against median latency (log x), one colour per model, one marker per precision.
+
+    Uses the smallest batch measured so that latencies are comparable. Where no entry has an
+    accuracy (untrained paper-scale weights) it plots latency per model instead.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on CI runners and Jetsons over ssh
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise UserError("--plot needs matplotlib: pip install 'wae-deploy[plot]'") from e
+    entries = results["entries"]
+    if not entries:
+        raise UserError("no results to plot")
+    b = min(e["batch"] for e in entries)
+    entries = [e for e in entries if e["batch"] == b]
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    precisions = list(dict.fromkeys(e["precision"] for e in entries))
+    markers = dict(zip(precisions, "osD^vP*X"))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    targets = {e["target"] for e in entries}
+    with_acc = any(e.get("accuracy") for e in entries)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    try:
+        for e in entries:
+            y = (e["accuracy"]["top1"] if e.get("accuracy") else None) if with_acc else models.index(e["model"])
+            if y is None:
+                continue
+            label = e["model"] + (f" {e['target']}" if len(targets) > 1 else "") + f" {e['precision']}"
+            ax.scatter(e["latency"]["median_ms"], y, color=colors[e["model"]], marker=markers[e["precision"]],
+                       s=50, label=label)
+        ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter
+
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # '4' rather than matplotlib's '4 x 10^0'
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.set_xlabel(f"median latency, ms (batch {b}, log scale)")
+        if with_acc:
+            ax.set_ylabel("top-1 accuracy, %")
+        else:
+            ax.set_yticks(range(len(models)), models)
+            ax.set_ylim(-0.5, len(models) - 0.5)
+            ax.set_title("accuracy not measured: latency only", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def junit_xml(gate: GateResult | None, results: dict | None = None) -> str:
+    """JUnit XML: one testcase per gate check (failures carry the message); a refused comparison
+    is one errored testcase; without a gate, one passing testcase per measured entry."""
+    suite = ET.Element("testsuite", name="wae-deploy-bench")
+    cases = []
+    if gate is None:
+        for e in (results or {}).get("entries", []):
+            c = ET.Element("testcase", classname="wae-deploy.bench.measured",
+                           name=f"{e['model']} {e['target']} {e['precision']} b{e['batch']}")
+            out = ET.SubElement(c, "system-out")
+            out.text = f"median {e['latency']['median_ms']:.3f} ms"
+            cases.append(c)
+    elif gate.refused:
+        c = ET.Element("testcase", classname="wae-deploy.bench.gate", name="environment")
+        ET.SubElement(c, "error", message=gate.refused, type="refused").text = gate.refused
+        cases.append(c)
+    else:
+        for ch in gate.checks:
+            kind, _, rest = ch.name.partition(" ")
+            c = ET.Element("testcase", classname=f"wae-deploy.bench.gate.{kind}", name=rest or kind)
+            if ch.ok:
+                ET.SubElement(c, "system-out").text = ch.message
+            else:
+                ET.SubElement(c, "failure", message=ch.message, type="regression").text = ch.message
+            cases.append(c)
+    suite.extend(cases)
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
+    suite.set("errors", str(sum(c.find("error") is not None for c in cases)))
+    suite.set("skipped", "0")
+    if results and results.get("created"):
+        suite.set("timestamp", results["created"])
+    root = ET.Element("testsuites", name="wae-deploy bench", tests=suite.get("tests"),
+                      failures=suite.get("failures"), errors=suite.get("errors"))
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(path: str | os.PathLike, gate: GateResult | None, results: dict | None = None) -> Path:
+    write_text(path, junit_xml(gate, results))
+    return Path(path)
