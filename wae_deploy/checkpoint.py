@@ -96,3 +96,16 @@ def load(path: str | Path) -> Checkpoint:
                       classes=[str(c) for c in raw["classes"]],
                       preprocessing=Preprocessing.from_dict(raw["preprocessing"]),
                       metrics=raw.get("metrics") or {}, provenance=raw.get("provenance") or {})
+
+
+def untrained(arch: str) -> Checkpoint:
+    """A checkpoint with the architecture's initial weights: for speed benchmarks, never for accuracy."""
+    from .models import default_preprocessing
+
+    spec = default_preprocessing(arch)
+    family = parse_arch(arch)[1]
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    return Checkpoint(arch=arch, config={"num_classes": family.num_classes, "input_size": spec.crop},
+                      state_dict=model.state_dict(), classes=[str(i) for i in range(family.num_classes)],
+                      preprocessing=spec, metrics={"untrained": True}, provenance={"untrained": True})

@@ -216,5 +216,97 @@ def build(model, target_name, precision, calib, calib_size, max_accuracy_drop, e
         click.echo(f"  note: {manifest['note']}")
 
 
+def _csv(kind):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        try:
+            return [kind(v) for v in items]
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind.__name__}") from None
+    return parse
+
+
+SUITES = {
+    "cifar10": ["models/wae-resnet20.pt", "models/resnet20.pt"],
+    "paper": ["wae-vgg16", "vgg16", "wae-resnet50", "resnet50"],
+}
+
+
+@main.command()
+@click.option("--target", "targets", multiple=True, required=True, help="ort, openvino, trt, torch (repeatable).")
+@click.option("--models", callback=_csv(str), help="Checkpoints or ONNX models, comma-separated "
+              "[default: the --suite's].")
+@click.option("--suite", type=click.Choice(list(SUITES)), default="cifar10", show_default=True,
+              help="cifar10: the reference checkpoints; paper: untrained 224-pixel VGG16/ResNet-50 (speed only).")
+@click.option("--precision", "precisions", callback=_csv(str), help="Comma-separated [default: all the target builds].")
+@click.option("--batch", "batches", callback=_csv(int), default="1,8", show_default=True)
+@click.option("--data", type=click.Path(), help="Evaluation images [default: the models' test split].")
+@click.option("--eval-size", type=int, help="Evaluate on a sample of this many images [default: all].")
+@click.option("--calib-size", default=300, show_default=True)
+@click.option("--workdir", type=click.Path(), default="build/bench", show_default=True)
+@click.option("--threads", type=int, help="Runtime threads [default: all cores].")
+@click.option("--min-time", default=3.0, show_default=True, help="Seconds of timing per target/precision/batch.")
+@click.option("--out", type=click.Path(), help="Results JSON.")
+@click.option("--markdown", type=click.Path(), help="Markdown report.")
+@click.option("--plot", type=click.Path(), help="PNG: top-1 against latency.")
+@click.option("--junit", type=click.Path(), help="JUnit XML for CI.")
+@click.option("--compare", "recorded", type=click.Path(), help="Recorded results to gate against.")
+@click.option("--max-accuracy-drop", type=float, help="Top-1 points [default: from the recorded noise].")
+@click.option("--max-slowdown", type=float, help="Fraction, 0.1 = 10% [default: from the recorded noise].")
+@click.option("--allow-env-mismatch", is_flag=True, help="Compare results from another environment anyway.")
+@click.option("--update", is_flag=True, help="Write this run as the new recorded baseline (--compare's file).")
+def bench(targets, models, suite, precisions, batches, data, eval_size, calib_size, workdir, threads, min_time,
+          out, markdown, plot, junit, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update):
+    """Measure accuracy and interleaved latency of WAE models against their baselines; gate on regressions."""
+    from .bench import gate as G, report, results as R
+    from .bench.suite import BenchConfig, run
+
+    previous = R.load(recorded) if recorded and not update else None  # a bad file fails before any work
+    if update and not recorded:
+        raise UserError("--update needs --compare FILE: the recorded results to replace")
+    workdir = Path(workdir)
+    models = models or SUITES[suite]
+    if suite == "paper" and not any(m.endswith((".pt", ".onnx")) for m in models):
+        models = [_untrained(arch, workdir) for arch in models]
+    cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
+                      eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper", workdir=workdir,
+                      threads=threads, min_time_s=min_time, suite=suite)
+    results = run(cfg, log=click.echo)
+    results["command"] = "wae-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    verdict = G.compare(results, previous, max_accuracy_drop, max_slowdown, allow_env_mismatch) if previous else None
+    report.print_table(results)
+    for c in results["comparisons"]:
+        click.echo(f"speed-up {c['b']} over {c['a']} ({c['target']} {c['precision']} batch {c['batch']}): "
+                   f"{c['ratio']:.2f}x (95% CI {c['ci95'][0]:.2f}-{c['ci95'][1]:.2f})")
+    if out:
+        R.save(results, out)
+    if update:
+        R.save(results, recorded)
+        click.echo(f"recorded a new baseline in {recorded}")
+    if markdown:
+        report.write_markdown(results, markdown, verdict)
+    if plot:
+        report.write_plot(results, plot)
+    if junit:
+        report.write_junit(junit, verdict, results)
+    if verdict:
+        for line in verdict.lines():
+            click.echo(line, err=not verdict.ok)
+        click.echo("gate: " + ("passed" if verdict.ok else "FAILED"))
+        sys.exit(verdict.exit_code)
+
+
+def _untrained(arch: str, workdir: Path) -> str:
+    from . import checkpoint
+
+    path = workdir / f"{arch}.pt"
+    if not path.is_file():
+        workdir.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(checkpoint.untrained(arch), path)
+    return str(path)
+
+
 if __name__ == "__main__":
     main()

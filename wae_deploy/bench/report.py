@@ -11,6 +11,7 @@ All of them read only the results dict (results.py), so a recorded file can be r
 from __future__ import annotations
 
 import os
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def table(results: dict, title: str | None = None):
 def print_table(results: dict, console=None) -> None:
     from rich.console import Console
 
-    (console or Console()).print(table(results))
+    # Piped into a CI log there is no terminal width to follow: don't squeeze 15 columns into 80.
+    (console or Console(width=None if sys.stdout.isatty() else 200)).print(table(results))
 
 
 def _environment_lines(results: dict) -> list[str]:

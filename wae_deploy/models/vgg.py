@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UserError
+
 VGG16_STAGES = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
 
 
@@ -22,7 +24,7 @@ class VGG(nn.Module):
             layers.append(nn.MaxPool2d(2))
         side = input_size // 32
         if side < 1:
-            raise ValueError(f"VGG16 needs an input of at least 32 pixels, got {input_size}")
+            raise UserError(f"VGG16 needs an input of at least 32 pixels, got {input_size}")
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.out_dim = c * side * side
         self.head = mlp_head(self.out_dim, hidden, num_classes) if with_head else None

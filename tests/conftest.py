@@ -1,0 +1,74 @@
+"""Shared fixtures: the real CIFAR-10 data (read in place, decoded once) and small samples of it.
+
+The decoded-data cache under ~/.cache/wae-deploy (or $WAE_CACHE) is reused: the first
+run on a machine decodes the JPEGs once, later runs load an .npz in about a second.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wae_deploy.data import ImageSet, default_data_root, load_split
+from wae_deploy.preprocess import CIFAR
+
+
+def to_tensor(images: ImageSet, spec=CIFAR) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> normalised float N x 3 x H x W, as the network sees it."""
+    return torch.from_numpy(spec.normalize(images.images))
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    root = default_data_root()
+    if not (root / "train").is_dir() and not (root / "cifar-10-python.tar.gz").is_file():
+        pytest.skip(f"no CIFAR-10 data at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_train(data_root) -> ImageSet:
+    return load_split(data_root, "train", CIFAR)
+
+
+@pytest.fixture(scope="session")
+def cifar_test(data_root) -> ImageSet:
+    return load_split(data_root, "test", CIFAR)
+
+
+@pytest.fixture(scope="session")
+def train_images(cifar_train) -> torch.Tensor:
+    """8,000 normalised training images (a fixed random sample)."""
+    return to_tensor(cifar_train.sample(8000, seed=1))
+
+
+@pytest.fixture(scope="session")
+def heldout_images(cifar_test) -> torch.Tensor:
+    """256 normalised images of the test split: never seen in any training done by the tests."""
+    return to_tensor(cifar_test.sample(256, seed=2))
+
+
+@pytest.fixture(scope="session")
+def _split_memo(cifar_train, cifar_test, data_root):
+    return {(str(data_root), "train"): cifar_train, (str(data_root), "test"): cifar_test}
+
+
+@pytest.fixture
+def fast_load_split(monkeypatch, _split_memo):
+    """Make wae_deploy.train reuse the session's decoded splits instead of reloading them per call.
+
+    Only CIFAR splits of the default root are served from memory; anything else goes to the
+    real load_split. train() never writes into the arrays it gets, so sharing them is safe.
+    """
+    import wae_deploy.train as train_mod
+
+    real = train_mod.load_split
+
+    def load(root, split, spec, use_cache=True):
+        hit = _split_memo.get((str(root), split))
+        if hit is not None and spec == CIFAR:
+            return hit
+        return real(root, split, spec, use_cache=use_cache)
+
+    monkeypatch.setattr(train_mod, "load_split", load)
+    return load
