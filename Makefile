@@ -26,8 +26,17 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# The main job on the embedded default: the reference CIFAR-10 checkpoints, exported, built
+# for ONNX Runtime and OpenVINO in FP32 and INT8, scored on the whole test split and timed
+# against their baseline. Artifacts and reports land in build/demo/.
+DEMO_MODELS := models/wae-resnet20.pt,models/resnet20.pt
 demo: $(STAMP)
-	$(BIN)/python -m wae_deploy.demo
+	@test -f models/wae-resnet20.pt || { echo "models/wae-resnet20.pt is missing: run make train-reference"; exit 2; }
+	mkdir -p build/demo
+	$(BIN)/wae-deploy inspect models/wae-resnet20.pt -o build/demo/wae-resnet20-inspect.png
+	$(BIN)/wae-deploy bench --target ort --target openvino --precision fp32,int8 --models $(DEMO_MODELS) \
+	  --min-time 1.5 --workdir build/demo --markdown build/demo/report.md --plot build/demo/report.png \
+	  --out build/demo/results.json
 
 # Trains the reference checkpoints on the CIFAR-10 train split (about an hour on 2 cores;
 # `make -j2 train-reference THREADS=1` runs two at a time), then rewrites models/README.md.
@@ -40,6 +49,13 @@ models/wae-resnet20.pt: | $(STAMP)
 	$(TRAIN) --arch wae-resnet20 --wae-epochs 3 -o $@
 models/wae-resnet20-noenergy.pt: | $(STAMP)
 	$(TRAIN) --arch wae-resnet20 --wae-epochs 3 --lambda 0 -o $@
+
+# Both recorded suites (quiet machine, about 30 minutes): rewrites benchmarks/*.json and *.md.
+bench: $(STAMP)
+	$(BIN)/wae-deploy bench --suite cifar10 --target ort --target openvino --batch 1,8,64 --workdir build/bench \
+	  --out benchmarks/cpu-cifar10.json --markdown benchmarks/cpu-cifar10.md --plot benchmarks/cpu-cifar10.png
+	$(BIN)/wae-deploy bench --suite paper --target ort --target openvino --workdir build/bench-paper \
+	  --out benchmarks/cpu-paper.json --markdown benchmarks/cpu-paper.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check wae_deploy tests

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,8 +72,16 @@ def load(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # Random bytes also end here (torch falls back to its legacy pickle reader): only a file
+        # that is a torch zip archive or a pickle stream (PROTO opcode 0x80) can be "holding code".
+        with open(path, "rb") as f:
+            pickled = f.read(1) == b"\x80" or zipfile.is_zipfile(path)
+        if not pickled:
+            raise UserError(f"not a readable checkpoint (truncated or corrupt): {path}") from e
         raise UserError(f"refusing {path}: it holds pickled objects or code, not plain weights "
                         "(only weights_only checkpoints are loaded)") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError,
@@ -90,8 +99,14 @@ def load(path: str | Path) -> Checkpoint:
     config = raw["config"]
     if not isinstance(config, dict) or not {"num_classes", "input_size"} <= set(config):
         raise UserError(f"checkpoint {path} has no num_classes/input_size in its config")
+    if not all(type(config[k]) is int and config[k] > 0 for k in ("num_classes", "input_size")):
+        raise UserError(f"checkpoint {path} has a malformed config: num_classes and input_size must be positive integers")
     if not isinstance(raw["state_dict"], dict):
         raise UserError(f"checkpoint {path} has no weights")
+    if not isinstance(raw["classes"], (list, tuple)) or not isinstance(raw["preprocessing"], dict):
+        raise UserError(f"checkpoint {path} has malformed classes or preprocessing")
+    if not isinstance(raw.get("metrics") or {}, dict) or not isinstance(raw.get("provenance") or {}, dict):
+        raise UserError(f"checkpoint {path} has malformed metrics or provenance")
     return Checkpoint(arch=str(raw["arch"]), config=config, state_dict=raw["state_dict"],
                       classes=[str(c) for c in raw["classes"]],
                       preprocessing=Preprocessing.from_dict(raw["preprocessing"]),

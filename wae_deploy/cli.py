@@ -16,22 +16,42 @@ from .errors import UserError
 class Group(click.Group):
     """Turns UserError (and stray OS errors) into one line on stderr and a documented exit status."""
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # no command at all: the help text, as usual
+        except click.UsageError as e:  # a bad option before the command
+            click.echo(f"error: {_one_line(e.format_message())} (see '{info_name} --help')", err=True)
+            sys.exit(e.exit_code)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_one_line(str(e))}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            # Usage errors too (bad option values, missing arguments, unknown commands): one line, exit 2.
+            hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) is not None else ""
+            click.echo(f"error: {_one_line(e.format_message())}{hint}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+        except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - a bug must still not spill a traceback on users
             if os.environ.get("WAE_DEBUG"):
                 raise
-            click.echo(f"error: internal error: {type(e).__name__}: {e} (set WAE_DEBUG=1 for a traceback)", err=True)
+            click.echo(f"error: internal error: {type(e).__name__}: {_one_line(str(e))} "
+                       "(set WAE_DEBUG=1 for a traceback)", err=True)
             sys.exit(3)
+
+
+def _one_line(message: str) -> str:
+    """Messages from libraries can span lines; the user gets one."""
+    return " ".join(message.split())
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,6 +13,7 @@ import os
 import pickle
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .preprocess import Preprocessing
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+MAX_CIFAR_MEMBER = 128 * 1024 * 1024
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -104,13 +106,21 @@ def _read_cifar_archive(archive: Path, split: str) -> ImageSet:
     images, labels = [], []
     try:
         with tarfile.open(archive) as tar:
+            # Members are only read into memory by their base name, never extracted: names with
+            # '../' or absolute paths, links and devices cannot make it write anything.
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
             for name in names:
+                if members[name].size > MAX_CIFAR_MEMBER:  # a real batch is 31 MB; refuse a gzip bomb
+                    raise UserError(f"not a valid CIFAR-10 python archive: {archive} "
+                                    f"({name} claims {members[name].size} bytes)")
                 batch = _CifarUnpickler(io.BytesIO(tar.extractfile(members[name]).read()), encoding="bytes").load()
                 images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-                labels.extend(batch[b"labels"])
-    except (KeyError, OSError, tarfile.TarError, pickle.UnpicklingError, EOFError) as e:
-        raise UserError(f"not a valid CIFAR-10 python archive: {archive} ({e})") from e
+                labels.extend(int(v) for v in batch[b"labels"])
+            if sum(len(i) for i in images) != len(labels):
+                raise ValueError("images and labels differ in number")
+    except (KeyError, OSError, tarfile.TarError, pickle.UnpicklingError, EOFError, TypeError, ValueError,
+            IndexError, AttributeError, MemoryError, zlib.error) as e:
+        raise UserError(f"not a valid CIFAR-10 python archive: {archive} ({type(e).__name__}: {e})") from e
     return ImageSet(np.ascontiguousarray(np.concatenate(images)), np.asarray(labels, np.int64), CIFAR10_CLASSES)
 
 
@@ -132,8 +142,12 @@ def _list_labelled_csv(folder: Path) -> tuple[list[Path], list[int], list[str]]:
             for row in csv.DictReader(f):
                 files.append(folder / row["file"])
                 labels.append(int(row["class_index"]))
-                names[int(row["class_index"])] = row.get("name", "")
-    except (KeyError, ValueError, csv.Error) as e:
+                if labels[-1] < 0:
+                    raise ValueError(f"negative class_index {labels[-1]}")
+                names[labels[-1]] = row.get("name", "")
+                if not files[-1].is_file():
+                    raise UserError(f"labels.csv in {folder} names a missing file: {row['file']}")
+    except (KeyError, ValueError, TypeError, OSError, csv.Error) as e:
         raise UserError(f"malformed labels.csv in {folder}: {e}") from e
     classes = [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)]
     return files, labels, classes
@@ -177,6 +191,11 @@ def load_split(root: str | os.PathLike, split: str, spec: Preprocessing, use_cac
     if not use_cache:
         return _decode(files, labels, classes, spec)
     path = cache_dir() / "decoded" / f"{_cache_key(files, spec, split)}.npz"
+    try:  # before decoding: a cache that cannot be written fails now, not after minutes of work
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot use the cache folder {cache_dir()} ({e.strerror or e}); "
+                        "set WAE_CACHE to a writable folder") from e
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -184,7 +203,6 @@ def load_split(root: str | os.PathLike, split: str, spec: Preprocessing, use_cac
         except (OSError, ValueError, KeyError, EOFError):
             pass  # a damaged cache entry is rebuilt below
     data = _decode(files, labels, classes, spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=data.images, labels=data.labels, classes=np.asarray(data.classes))
     return data

@@ -46,13 +46,16 @@ def from_model(model: onnx.ModelProto, where: str = "model") -> ModelInfo:
         raise UserError(f"{where} is not a wae-deploy export (no wae_deploy metadata); run `wae-deploy export` first")
     try:
         base = {"arch", "classes", "preprocessing", "config", "checkpoint_sha256", "version"}
-        return ModelInfo(arch=props["arch"], classes=json.loads(props.get("classes", "[]")),
+        info = ModelInfo(arch=props["arch"], classes=json.loads(props.get("classes", "[]")),
                          preprocessing=Preprocessing.from_dict(json.loads(props["preprocessing"])),
                          config=json.loads(props.get("config", "{}")),
                          checkpoint_sha256=props.get("checkpoint_sha256", ""), version=props.get("version", ""),
                          extra={k: json.loads(v) for k, v in props.items() if k not in base})
-    except (json.JSONDecodeError, TypeError) as e:
-        raise UserError(f"{where} has malformed wae_deploy metadata: {e}") from e
+    except (ValueError, TypeError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"{where} has malformed wae_deploy metadata: {type(e).__name__}: {str(e)[:200]}") from e
+    if not isinstance(info.classes, list) or not isinstance(info.config, dict):
+        raise UserError(f"{where} has malformed wae_deploy metadata: classes must be a list and config an object")
+    return info
 
 
 def load_model(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:

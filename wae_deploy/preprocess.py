@@ -6,6 +6,8 @@ exactly the pixels it was trained on.
 
 from __future__ import annotations
 
+import struct
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,30 +36,48 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         try:
-            return cls(resize=int(d["resize"]), crop=int(d["crop"]), mean=tuple(map(float, d["mean"])),
+            spec = cls(resize=int(d["resize"]), crop=int(d["crop"]), mean=tuple(map(float, d["mean"])),
                        std=tuple(map(float, d["std"])), channel_order=str(d.get("channel_order", "RGB")),
                        layout=str(d.get("layout", "NCHW")), scale=float(d.get("scale", 1 / 255)))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
             raise UserError(f"invalid preprocessing spec: {e}") from e
+        if not (0 < spec.crop <= spec.resize <= 16384) or len(spec.mean) != 3 or len(spec.std) != 3 \
+                or not all(s > 0 for s in spec.std) or spec.channel_order not in ("RGB", "BGR"):
+            raise UserError(f"invalid preprocessing spec: {spec}")
+        return spec
 
     def load_image(self, path) -> np.ndarray:
         """Decode, resize and crop one file to a crop x crop x 3 uint8 array."""
+        too_large = UserError(f"image too large (over {MAX_IMAGE_PIXELS} pixels): {path}")
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                w, h = im.size
-                if min(w, h) != self.resize:
-                    s = self.resize / min(w, h)
-                    im = im.resize((max(self.crop, round(w * s)), max(self.crop, round(h * s))),
-                                   Image.BILINEAR)
-                w, h = im.size
-                left, top = (w - self.crop) // 2, (h - self.crop) // 2
-                im = im.crop((left, top, left + self.crop, top + self.crop))
-                arr = np.asarray(im, dtype=np.uint8)
-        except Image.DecompressionBombError as e:
-            raise UserError(f"image too large (over {MAX_IMAGE_PIXELS} pixels): {path}") from e
-        except (OSError, SyntaxError, ValueError) as e:
-            raise UserError(f"unreadable image {path}: {e}") from e
+            with warnings.catch_warnings():
+                # PIL only warns between 1x and 2x its limit; past our limit is refused, before decoding.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    w, h = im.size
+                    if w * h > MAX_IMAGE_PIXELS:
+                        raise too_large
+                    if min(w, h) < 1:
+                        raise UserError(f"unreadable image {path}: it has no pixels ({w}x{h})")
+                    im = im.convert("RGB")
+                    if min(w, h) != self.resize:
+                        s = self.resize / min(w, h)
+                        size = (max(self.crop, round(w * s)), max(self.crop, round(h * s)))
+                        if size[0] * size[1] > MAX_IMAGE_PIXELS:  # a 1 x 10^7 strip would grow 32-fold
+                            raise UserError(f"image {path} ({w}x{h}) is too elongated to resize to "
+                                            f"{self.resize} pixels on its shorter side")
+                        im = im.resize(size, Image.BILINEAR)
+                    w, h = im.size
+                    left, top = (w - self.crop) // 2, (h - self.crop) // 2
+                    im = im.crop((left, top, left + self.crop, top + self.crop))
+                    arr = np.asarray(im, dtype=np.uint8)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise too_large from e
+        except UserError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                ZeroDivisionError, OverflowError, MemoryError) as e:  # what PIL's decoders raise on bad bytes
+            raise UserError(f"unreadable image {path}: {type(e).__name__}: {str(e)[:200]}") from e
         if self.channel_order == "BGR":
             arr = arr[..., ::-1]
         return arr

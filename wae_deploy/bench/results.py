@@ -192,6 +192,8 @@ def load(path: str | os.PathLike) -> dict:
         results = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{p} is corrupt: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
+    except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting deeper than Python's stack
+        raise UserError(f"{p} is corrupt: not readable JSON ({type(e).__name__})") from e
     bad = problems(results)
     if bad:
         raise UserError(f"{p}: {bad[0]}" + (f" (and {len(bad) - 1} more problems)" if len(bad) > 1 else ""))
