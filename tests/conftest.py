@@ -6,6 +6,7 @@ run on a machine decodes the JPEGs once, later runs load an .npz in about a seco
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,15 +38,23 @@ def cifar_test(data_root) -> ImageSet:
 
 
 @pytest.fixture(scope="session")
-def train_images(cifar_train) -> torch.Tensor:
-    """8,000 normalised training images (a fixed random sample)."""
-    return to_tensor(cifar_train.sample(8000, seed=1))
+def train_sample(cifar_train) -> ImageSet:
+    """8,000 training images, a fixed random sample in a fixed random order (the split itself,
+    and ImageSet.sample, are sorted by class: consecutive images would all be airplanes)."""
+    sample = cifar_train.sample(8000, seed=1)
+    return sample.subset(np.random.default_rng(1).permutation(len(sample)))
+
+
+@pytest.fixture(scope="session")
+def train_images(train_sample) -> torch.Tensor:
+    """train_sample, normalised."""
+    return to_tensor(train_sample)
 
 
 @pytest.fixture(scope="session")
 def heldout_images(cifar_test) -> torch.Tensor:
     """256 normalised images of the test split: never seen in any training done by the tests."""
-    return to_tensor(cifar_test.sample(256, seed=2))
+    return to_tensor(cifar_test.sample(256, seed=2))  # all ten classes
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +62,8 @@ def _split_memo(cifar_train, cifar_test, data_root):
     return {(str(data_root), "train"): cifar_train, (str(data_root), "test"): cifar_test}
 
 
-@pytest.fixture
-def fast_load_split(monkeypatch, _split_memo):
+@pytest.fixture(scope="module")
+def fast_load_split(_split_memo):
     """Make wae_deploy.train reuse the session's decoded splits instead of reloading them per call.
 
     Only CIFAR splits of the default root are served from memory; anything else goes to the
@@ -70,5 +79,6 @@ def fast_load_split(monkeypatch, _split_memo):
             return hit
         return real(root, split, spec, use_cache=use_cache)
 
-    monkeypatch.setattr(train_mod, "load_split", load)
-    return load
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "load_split", load)
+        yield load

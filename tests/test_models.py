@@ -240,7 +240,7 @@ def test_losses_sum_over_pixels_and_average_over_the_batch():
     # Both terms push gradients where they should: l_e only into I_H.
     high.requires_grad_(True)
     energy_loss(high).backward()
-    assert torch.allclose(high.grad, high.detach() * 2 / 2)
+    assert torch.allclose(high.grad, 2 * high.detach() / len(high))
 
 
 def test_decomposition_stats():
@@ -269,16 +269,18 @@ def _train_wae(images, lam, steps, batch, lr, seed=0):
     return enc.eval(), dec.eval()
 
 
+@pytest.mark.slow
 def test_energy_of_high_band_falls_when_lambda_rises(train_images, heldout_images):
     energy = {}
     for lam in (0.0, 10.0):
-        enc, _ = _train_wae(train_images[:1280], lam, steps=40, batch=32, lr=3e-3)
+        enc, _ = _train_wae(train_images[:1280], lam, steps=20, batch=32, lr=3e-3)
         with torch.no_grad():
             energy[lam] = energy_loss(enc(heldout_images)[1]).item()
     # Without the penalty I_H carries as much energy as it likes (thousands); with it, almost none.
-    assert energy[10.0] < 0.05 * energy[0.0], energy
+    assert energy[10.0] < 0.01 * energy[0.0], energy
 
 
+@pytest.mark.slow
 def test_trained_wae_reconstructs_better_than_bilinear(train_images, heldout_images):
     """Stage 1 briefly (800 Adam steps of 8 images, ~15 s on one thread) beats 2x box-down/bilinear-up."""
     x = heldout_images

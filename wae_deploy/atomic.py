@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -14,13 +15,42 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def check_writable(final: str | os.PathLike) -> None:
-    """Fail before any work is done when the output cannot be written."""
-    parent = Path(final).parent if str(Path(final).parent) else Path(".")
+def check_writable(final: str | os.PathLike, kind: str | None = None) -> None:
+    """Fail before any work is done when the output cannot be written.
+
+    kind "file": `final` must not be an existing folder; kind "dir" (an artifact folder): an
+    existing `final` is replaced only when it is itself an artifact (see check_replaceable).
+    """
+    final = Path(final)
+    parent = final.parent if str(final.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise UserError(f"output folder is not writable: {parent}")
+    if kind == "file" and final.is_dir() and not final.is_symlink():
+        raise UserError(f"output path is a folder, not a file: {final}")
+    if kind == "dir":
+        check_replaceable(final)
+
+
+ARTIFACT_MARKER = "manifest.json"
+
+
+def check_replaceable(final: str | os.PathLike) -> None:
+    """An existing output folder is replaced only when it is a wae-deploy artifact or empty.
+
+    `-o .` or `-o models` must never swap away (and delete) a folder of the user's files; a
+    symbolic link is replaced itself, never what it points to.
+    """
+    final = Path(final)
+    if final.is_symlink() or not final.exists():
+        return
+    if not final.is_dir():
+        raise UserError(f"refusing to replace {final}: it is a file, not an artifact folder; choose another -o")
+    if (final / ARTIFACT_MARKER).is_file() or not any(final.iterdir()):
+        return
+    raise UserError(f"refusing to replace {final}: it is a folder that is not a wae-deploy artifact "
+                    f"(no {ARTIFACT_MARKER}); choose another -o")
 
 
 @contextlib.contextmanager
@@ -31,7 +61,7 @@ def atomic_path(final: str | os.PathLike, suffix: str = ""):
     for artifacts picks it up, and a crash leaves only an obviously-unfinished file.
     """
     final = Path(final)
-    check_writable(final)
+    check_writable(final, "file")
     parent = final.parent if str(final.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".partial", dir=parent)
     os.close(fd)
@@ -71,18 +101,43 @@ def atomic_dir(final: str | os.PathLike):
     """
     final = Path(final)
     parent = final.parent if str(final.parent) else Path(".")
-    check_writable(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    check_writable(final, "dir")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)
+    except OSError as e:
+        raise UserError(f"cannot write {final}: {e.strerror or e}") from e
     try:
         yield tmp
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=parent))
-            os.replace(final, old / "x")
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        check_replaceable(final)  # another process may have put something else there meanwhile
+        _swap_in(tmp, final, parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write {final}: {e.strerror or e}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_in(tmp: Path, final: Path, parent: Path, attempts: int = 100) -> None:
+    """Rename the finished folder onto `final`, moving an existing `final` aside first.
+
+    Safe against a concurrent builder of the same artifact: whoever moves the old folder
+    away, each rename puts a complete folder in place, and a rename that finds a folder
+    (the other builder's) already there moves it aside and tries again.
+    """
+    for _ in range(attempts):
+        try:
+            os.replace(tmp, final)  # onto nothing (or an empty folder)
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=parent))
+        try:
+            os.replace(final, old / "x")
+        except FileNotFoundError:
+            pass  # the other builder moved it first
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    raise OSError(errno.EBUSY, f"{final} keeps being replaced by another process")

@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import onnx_meta
+from . import atomic, onnx_meta
 from .data import ImageSet, default_data_root, load_split
 from .errors import UserError
 from .metrics import evaluate_runner
@@ -56,6 +56,7 @@ def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Pa
     onnx_path = Path(onnx_path)
     info = onnx_meta.read(onnx_path)  # refuses corrupt files and models without our metadata
     out = Path(out) if out else default_artifact(onnx_path, target.name, precision)
+    atomic.check_writable(out, "dir")  # before calibration: a bad -o fails at once
     t0 = time.perf_counter()
     from .checkpoint import sha256
 
@@ -111,7 +112,6 @@ def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Pa
     manifest["accuracy_bound"] = {"max_drop": max_accuracy_drop, "fp32_top1": ref_top1, "held_out": len(held_out),
                                   "steps": tried, "seconds": round(time.perf_counter() - t0, 1)}
     # The bound's evidence belongs with the artifact: rewrite its manifest atomically.
-    from . import atomic
     import json
 
     atomic.write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")

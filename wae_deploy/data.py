@@ -120,7 +120,8 @@ def _read_cifar_archive(archive: Path, split: str) -> ImageSet:
                 raise ValueError("images and labels differ in number")
     except (KeyError, OSError, tarfile.TarError, pickle.UnpicklingError, EOFError, TypeError, ValueError,
             IndexError, AttributeError, MemoryError, zlib.error) as e:
-        raise UserError(f"not a valid CIFAR-10 python archive: {archive} ({type(e).__name__}: {e})") from e
+        why = " ".join(str(e).split())[:300]  # tarfile's messages span several lines
+        raise UserError(f"not a valid CIFAR-10 python archive: {archive} ({type(e).__name__}: {why})") from e
     return ImageSet(np.ascontiguousarray(np.concatenate(images)), np.asarray(labels, np.int64), CIFAR10_CLASSES)
 
 

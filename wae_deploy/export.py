@@ -153,7 +153,7 @@ def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MI
     ckpt_path = Path(ckpt_path)
     ckpt = checkpoint.load(ckpt_path)
     out = Path(out) if out else ckpt_path.with_suffix(".onnx")
-    atomic.check_writable(out)
+    atomic.check_writable(out, "file")
     model = ckpt.build_model()
     spec = ckpt.preprocessing
     size = ckpt.config["input_size"]
@@ -170,7 +170,7 @@ def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MI
         arch=ckpt.arch, classes=ckpt.classes, preprocessing=spec,
         config={**ckpt.config, "decomposition": getattr(model, "kind", "plain")},
         checkpoint_sha256=checkpoint.sha256(ckpt_path), version=__version__,
-        extra={"metrics": {k: v for k, v in ckpt.metrics.get("test", {}).items()}})
+        extra={"metrics": ckpt.metrics.get("test", {}), **({"untrained": True} if ckpt.metrics.get("untrained") else {})})
 
     final, used, note = raw, "none", None
     if simplifier != "none":

@@ -51,6 +51,7 @@ class Preprocessing:
         too_large = UserError(f"image too large (over {MAX_IMAGE_PIXELS} pixels): {path}")
         try:
             with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # damaged files make PIL warn on stderr; the error says it
                 # PIL only warns between 1x and 2x its limit; past our limit is refused, before decoding.
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(path) as im:
@@ -59,13 +60,15 @@ class Preprocessing:
                         raise too_large
                     if min(w, h) < 1:
                         raise UserError(f"unreadable image {path}: it has no pixels ({w}x{h})")
-                    im = im.convert("RGB")
+                    size = None
                     if min(w, h) != self.resize:
                         s = self.resize / min(w, h)
                         size = (max(self.crop, round(w * s)), max(self.crop, round(h * s)))
                         if size[0] * size[1] > MAX_IMAGE_PIXELS:  # a 1 x 10^7 strip would grow 32-fold
                             raise UserError(f"image {path} ({w}x{h}) is too elongated to resize to "
                                             f"{self.resize} pixels on its shorter side")
+                    im = im.convert("RGB")
+                    if size:
                         im = im.resize(size, Image.BILINEAR)
                     w, h = im.size
                     left, top = (w - self.crop) // 2, (h - self.crop) // 2

@@ -67,8 +67,7 @@ def _prepare(model: str, workdir: Path, data: str | None, log) -> Path:
     onnx_path = workdir / f"{path.stem}.onnx"
     if not (onnx_path.is_file() and onnx_meta.read(onnx_path).checkpoint_sha256 == ckpt_sha):
         log(f"exporting {path} ...")
-        export(path, onnx_path, verify=64 if checkpoint.load(path).metrics.get("untrained") is None else 0,
-               data=data)
+        export(path, onnx_path, data=data)
     local = onnx_path.with_suffix(".pt")  # the torch target's reference reads the checkpoint beside it
     if not local.exists() or checkpoint.sha256(local) != ckpt_sha:
         local.unlink(missing_ok=True)
@@ -151,7 +150,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
                     for name, runner in runners.items():
                         info = infos[name]
                         data = eval_sets[repr(info.preprocessing)]
-                        if cfg.accuracy and not info.extra.get("metrics", {}).get("untrained"):
+                        if cfg.accuracy and not info.extra.get("untrained"):
                             accuracy[name] = evaluate_runner(runner, data, info.preprocessing)
                     for batch in cfg.batches:
                         feeds, prep = {}, {}

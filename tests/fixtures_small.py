@@ -1,0 +1,94 @@
+"""Shared helpers for the hardening, fuzz and fault tests: one tiny real checkpoint and its ONNX
+export per session, and a way to run the CLI as a user would (a real process, so a stray
+traceback or warning on stderr would be seen).
+
+Import the fixtures into a test module with `from fixtures_small import tiny_ckpt, tiny_onnx`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_command() -> list[str]:
+    """The installed console script next to this interpreter, else `python -m wae_deploy.cli`."""
+    script = Path(sys.executable).parent / "wae-deploy"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "wae_deploy.cli"]
+
+
+def cli_env(**overrides: str | None) -> dict[str, str]:
+    """The environment for a CLI subprocess: one thread (the machine is shared), no debug tracebacks."""
+    env = {k: v for k, v in os.environ.items() if k != "WAE_DEBUG"}
+    env["OMP_NUM_THREADS"] = "1"
+    for k, v in overrides.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command() + [str(a) for a in args], cwd=cwd, env=cli_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def listing(*folders: Path) -> set[str]:
+    """Every path (files and folders, hidden ones included) under the folders."""
+    out = set()
+    for folder in folders:
+        for p in Path(folder).rglob("*"):
+            out.add(str(p))
+    return out
+
+
+def assert_clean_error(code: int, stdout: str, stderr: str, expected_code: int = 2, match: str | None = None):
+    """The documented failure: an exit status, exactly one line on stderr starting 'error:', no traceback."""
+    assert "Traceback" not in stdout + stderr, stdout + stderr
+    assert code == expected_code, f"exit {code}, expected {expected_code}; stderr: {stderr!r}"
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {stderr!r}"
+    assert lines[0].startswith("error:"), lines[0]
+    assert "internal error" not in lines[0], lines[0]
+    if match:
+        assert match.lower() in lines[0].lower(), f"{match!r} not in {lines[0]!r}"
+
+
+def write_images(folder: Path, classes: int = 2, per_class: int = 2, size: int = 32, seed: int = 0) -> Path:
+    """A tiny ImageFolder tree of valid PNGs: folder/<class>/<i>.png."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (folder / f"c{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"c{c}" / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A real WAE-ResNet20 checkpoint, trained for two batches (a few seconds)."""
+    from wae_deploy.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny") / "w.pt"
+    train(TrainConfig(arch="wae-resnet20", out=str(out), epochs=1, wae_epochs=1, joint_epochs=0,
+                      limit_batches=2, limit_eval=64), log=lambda *a, **k: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_ckpt) -> Path:
+    """tiny_ckpt exported (with parity checked on 16 real images)."""
+    from wae_deploy.export import export
+
+    out = tiny_ckpt.with_suffix(".onnx")
+    export(tiny_ckpt, out, verify=16, log=lambda *a, **k: None)
+    return out

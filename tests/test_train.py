@@ -1,0 +1,186 @@
+"""Training: tiny real runs on CIFAR-10 that learn, repeat exactly, and resume exactly; the CLI's errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from wae_deploy import checkpoint
+from wae_deploy.cli import main
+from wae_deploy.errors import UserError
+from wae_deploy.models import create_model, list_archs
+from wae_deploy.train import TrainConfig, augment, stages, train
+
+# Small enough for seconds on one thread, big enough to learn something.
+CONFIGS = {
+    # one stage of three epochs: a resume inside the stage restores the SGD and one-cycle state
+    "resnet20": dict(arch="resnet20", epochs=3, batch_size=32, limit_batches=8, limit_eval=200, lr=0.05),
+    # stage "wae" (2 epochs, Adam) then "joint" (1 epoch): a resume inside stage 1 that runs on into stage 3
+    "wae-resnet20": dict(arch="wae-resnet20", wae_epochs=2, epochs=1, joint_epochs=1, batch_size=32,
+                         limit_batches=6, limit_eval=100),
+}
+
+
+def _config(name, out, **changes) -> TrainConfig:
+    return TrainConfig(out=str(out), **{**CONFIGS[name], **changes})
+
+
+@pytest.fixture(scope="module")
+def straight(fast_load_split, tmp_path_factory):
+    """Uninterrupted runs, made once per configuration and shared by the tests below."""
+    runs = {}
+
+    def get(name):
+        if name not in runs:
+            out = tmp_path_factory.mktemp(name) / f"{name}.pt"
+            logs = []
+            runs[name] = (train(_config(name, out), log=logs.append), out, logs)
+        return runs[name]
+
+    return get
+
+
+def _history(ckpt):
+    return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in ckpt.metrics["history"]]
+
+
+def assert_same_run(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint):
+    assert _history(a) == _history(b)
+    assert a.state_dict.keys() == b.state_dict.keys()
+    differ = [k for k in a.state_dict if not torch.equal(a.state_dict[k], b.state_dict[k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss(straight, train_images, train_sample):
+    ckpt, out, logs = straight("resnet20")
+    history = ckpt.metrics["history"]
+    assert [(r["stage"], r["epoch"]) for r in history] == [("classifier", 1), ("classifier", 2), ("classifier", 3)]
+    assert len(logs) == 3 and all("classifier" in line and "test top-1" in line for line in logs)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # The same images, through the initial and the trained weights (batch statistics for both).
+    x, y = train_images[:512], torch.from_numpy(train_sample.labels[:512])
+    torch.manual_seed(0)  # train() builds its model right after seeding with cfg.seed
+    before = create_model("resnet20")
+    after = ckpt.build_model()
+    losses = []
+    for model in (before, after):
+        model.train()
+        with torch.no_grad():
+            losses.append(F.cross_entropy(model(x), y).item())
+    assert losses[1] < losses[0] - 0.2, losses
+    # What train() leaves behind: the checkpoint and nothing else.
+    assert out.is_file() and not Path(f"{out}.train-state.pt").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    assert ckpt.metrics["test"]["n"] == 200 and ckpt.arch == "resnet20"
+    assert ckpt.provenance["train_config"]["limit_batches"] == 8
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_numbers(straight, tmp_path):
+    first = straight("resnet20")[0]
+    again = train(_config("resnet20", tmp_path / "again.pt"), log=lambda _: None)
+    assert_same_run(first, again)
+
+
+class Interrupt:
+    """Stands in for rich's Progress and raises KeyboardInterrupt (Ctrl-C) after `at` training steps."""
+
+    def __init__(self, at: int):
+        self.at, self.steps, self.tasks = at, 0, 0
+
+    def add_task(self, description, total=None):
+        self.tasks += 1
+        return self.tasks
+
+    def update(self, task, advance=0, description=None):
+        self.steps += advance
+        if self.steps == self.at:
+            raise KeyboardInterrupt
+
+    def remove_task(self, task):
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, epochs_done", [("resnet20", 1), ("wae-resnet20", 1)])
+def test_resume_continues_exactly(straight, tmp_path, name, epochs_done):
+    out = tmp_path / f"{name}.pt"
+    state = Path(f"{out}.train-state.pt")
+    cfg = _config(name, out)
+    # Killed three steps into the epoch after `epochs_done` finished epochs.
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, log=lambda _: None, progress=Interrupt(epochs_done * cfg.limit_batches + 3))
+    assert state.is_file()
+    assert len(checkpoint.load(out).metrics["history"]) == epochs_done  # the last finished epoch's checkpoint
+    # A resume must not mix two configurations.
+    with pytest.raises(UserError, match="--resume: lr was") as e:
+        train(dataclasses.replace(cfg, resume=True, lr=cfg.lr / 2), log=lambda _: None)
+    assert e.value.exit_code == 2
+    logs = []
+    resumed = train(dataclasses.replace(cfg, resume=True), log=logs.append)
+    assert logs[0].startswith("resuming at stage")
+    assert not state.exists()
+    assert_same_run(resumed, straight(name)[0])
+
+
+def test_resume_without_a_state_file(fast_load_split, tmp_path):
+    with pytest.raises(UserError, match="no training state") as e:
+        train(_config("resnet20", tmp_path / "none.pt", resume=True), log=lambda _: None)
+    assert e.value.exit_code == 2
+
+
+def test_stage_plan():
+    cfg = lambda **kw: TrainConfig(out="x.pt", **kw)  # noqa: E731
+    assert stages(cfg(arch="resnet20", epochs=30)) == [("classifier", 30)]
+    assert stages(cfg(arch="resnet20-dwt", epochs=5)) == [("classifier", 5)]
+    assert stages(cfg(arch="wae-resnet20", epochs=30)) == [("wae", 2), ("classifier", 23), ("joint", 7)]
+    assert stages(cfg(arch="wae-resnet20", epochs=2, wae_epochs=0, joint_epochs=2)) == [("joint", 2)]
+    with pytest.raises(UserError, match="--joint-epochs"):
+        stages(cfg(arch="wae-resnet20", epochs=4, joint_epochs=5))
+
+
+def test_augment_is_a_seeded_crop_and_flip():
+    batch = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    a = augment(batch, torch.Generator().manual_seed(3))
+    assert a.shape == batch.shape and a.dtype == torch.uint8
+    assert torch.equal(a, augment(batch, torch.Generator().manual_seed(3)))
+    assert not torch.equal(a, augment(batch, torch.Generator().manual_seed(4)))
+    # Each output is a window of the zero-padded input, maybe mirrored.
+    padded = F.pad(batch, (4, 4, 4, 4))
+    for i in range(16):
+        windows = [padded[i, :, r:r + 32, c:c + 32] for r in range(9) for c in range(9)]
+        assert any(torch.equal(a[i], w) or torch.equal(a[i], w.flip(2)) for w in windows)
+
+
+# --------------------------------------------------------------------------- the command line
+
+def test_cli_unknown_arch_is_one_line_and_exit_2(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--arch", "nope", "-o", str(tmp_path / "x.pt")])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    err = result.stderr.strip()
+    assert err.startswith("error: unknown architecture 'nope'; known: ") and "\n" not in err
+    assert all(a in err for a in list_archs())
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_unknown_arch_in_a_real_process(tmp_path):
+    exe = Path(sys.executable).with_name("wae-deploy")
+    cmd = [str(exe)] if exe.is_file() else ([shutil.which("wae-deploy")] if shutil.which("wae-deploy")
+                                            else [sys.executable, "-m", "wae_deploy.cli"])
+    proc = subprocess.run([*cmd, "train", "--arch", "nope"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: unknown architecture 'nope'")
+    assert list(tmp_path.iterdir()) == []
