@@ -67,7 +67,7 @@ def exports(ckpts, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_images(cifar_test) -> np.ndarray:
+def eval_images(cifar_test) -> np.ndarray:
     """200 normalised CIFAR-10 test images, not the ones export verified on (seed 0)."""
     return CIFAR.normalize(cifar_test.sample(200, seed=5).images)
 
@@ -134,7 +134,7 @@ def test_metadata_round_trip(exports, ckpts, key):
 
 
 @pytest.mark.parametrize("key", list(ARCHS))
-def test_parity_in_manifest_and_ort_matches_torch_on_real_images(exports, ckpts, test_images, key):
+def test_parity_in_manifest_and_ort_matches_torch_on_real_images(exports, ckpts, eval_images, key):
     result = exports[key]
     p = result.manifest["parity"]
     assert p["n"] == 64 and p["max_abs_diff"] <= MAX_ABS_DIFF and p["top1_agreement"] == 1.0
@@ -142,14 +142,14 @@ def test_parity_in_manifest_and_ort_matches_torch_on_real_images(exports, ckpts,
     assert result.manifest["sha256"] == hashlib.sha256(data).hexdigest()
     assert result.manifest["bytes"] == len(data)
     assert json.loads(result.path.with_suffix(".json").read_text()) == result.manifest
-    ref = torch_logits(ckpts[key], test_images)
-    got = ort_run(result.path, test_images)
+    ref = torch_logits(ckpts[key], eval_images)
+    got = ort_run(result.path, eval_images)
     assert got.shape == (200, 10)
     assert np.abs(got - ref).max() <= MAX_ABS_DIFF
     assert (got.argmax(1) == ref.argmax(1)).all()
 
 
-def test_parts_exports_the_encoder_with_low_and_high(exports, ckpts, test_images):
+def test_parts_exports_the_encoder_with_low_and_high(exports, ckpts, eval_images):
     result = exports["wae"]
     enc_path = result.path.with_name("wae.encoder.onnx")
     assert result.manifest["parts"] == ["wae.encoder.onnx"] and enc_path.is_file()
@@ -158,7 +158,7 @@ def test_parts_exports_the_encoder_with_low_and_high(exports, ckpts, test_images
     assert [o.name for o in enc.graph.output] == ["low", "high"]
     assert onnx_meta.from_model(enc).arch == "wae-resnet20"
     model = checkpoint.load(ckpts["wae"]).build_model()
-    x = test_images[:16]
+    x = eval_images[:16]
     with torch.no_grad():
         low_ref, high_ref = (t.numpy() for t in model.decompose(torch.from_numpy(x)))
     low, high = ort_run(enc_path, x, output=None)
@@ -186,7 +186,7 @@ def test_cli_prints_summary_and_export_repeats_byte_for_byte(exports, ckpts, tmp
     assert manifest["graph_sha256"] == first["graph_sha256"] == graph_hash(onnx.load(str(again)))
 
 
-def test_fixed_batch_without_simplifier(exports, ckpts, tmp_path, test_images):
+def test_fixed_batch_without_simplifier(exports, ckpts, tmp_path, eval_images):
     result = export(ckpts["plain"], tmp_path / "b4.onnx", batch=4, simplifier="none", verify=16, log=_quiet)
     model = onnx.load(str(result.path))
     dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -196,10 +196,10 @@ def test_fixed_batch_without_simplifier(exports, ckpts, tmp_path, test_images):
     assert m["batch"] == 4 and m["input"]["shape"] == [4, 3, 32, 32]
     assert m["simplifier"] == "none" and m["nodes_before"] == m["nodes_after"] and m["note"] is None
     assert m["parity"]["n"] == 16 and m["parity"]["max_abs_diff"] <= MAX_ABS_DIFF
-    x = test_images[:4]
+    x = eval_images[:4]
     assert np.abs(ort_run(result.path, x) - ort_run(exports["plain"].path, x)).max() <= 1e-5
     with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type: a fixed batch is fixed
-        ort_run(result.path, test_images[:2])
+        ort_run(result.path, eval_images[:2])
 
 
 def test_simplifier_that_breaks_parity_falls_back(ckpts, tmp_path, monkeypatch):
@@ -231,14 +231,14 @@ def test_simplifier_that_breaks_parity_falls_back(ckpts, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("key", list(ARCHS))
-def test_export_runs_in_openvino_with_torch_top1(exports, ckpts, test_images, key):
+def test_export_runs_in_openvino_with_torch_top1(exports, ckpts, eval_images, key):
     import openvino as ov
 
     core = ov.Core()
     # f32 asked for explicitly: this CPU's plugin would otherwise compute in bf16
     compiled = core.compile_model(str(exports[key].path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    got = np.concatenate([compiled(test_images[i:i + 50])[0] for i in range(0, 200, 50)])
-    ref = torch_logits(ckpts[key], test_images)
+    got = np.concatenate([compiled(eval_images[i:i + 50])[0] for i in range(0, 200, 50)])
+    ref = torch_logits(ckpts[key], eval_images)
     assert got.shape == (200, 10)
     assert (got.argmax(1) == ref.argmax(1)).all()
     assert np.abs(got - ref).max() <= MAX_ABS_DIFF

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import pickle
 import signal
 import struct
@@ -35,7 +36,8 @@ from wae_deploy.bench import results as R
 from wae_deploy.errors import UserError
 from wae_deploy.preprocess import CIFAR, IMAGENET, MAX_IMAGE_PIXELS
 
-FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+# WAE_FUZZ_EXAMPLES=2000 for a deeper hunt than CI needs.
+FUZZ = settings(max_examples=int(os.environ.get("WAE_FUZZ_EXAMPLES", 50)), deadline=None, suppress_health_check=list(HealthCheck))
 EXAMPLE_TIMEOUT_S = 20
 
 

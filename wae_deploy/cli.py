@@ -249,7 +249,8 @@ def _csv(kind):
 
 
 SUITES = {
-    "cifar10": ["models/wae-resnet20.pt", "models/resnet20.pt"],
+    "cifar10": ["models/wae-resnet20.pt", "models/resnet20.pt", "models/resnet20-resized.pt",
+                "models/resnet20-dwt.pt", "models/wae-resnet20-noenergy.pt"],
     "paper": ["wae-vgg16", "vgg16", "wae-resnet50", "resnet50"],
 }
 

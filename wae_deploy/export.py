@@ -95,10 +95,17 @@ def _name_nodes_by_module(model: onnx.ModelProto) -> None:
     traces with local paths) is dropped, so the same checkpoint gives the same bytes anywhere.
     """
     seen: dict[str, int] = {}
+    params = {t.name for t in model.graph.initializer}
     for node in model.graph.node:
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
         parts = [s.strip(" '") for s in scopes.strip("[]").split(",") if s.strip(" '")]
         module = parts[-2] if len(parts) >= 2 else "graph"
+        # The exporter folds an eval-mode BatchNorm into the convolution before it and the fused
+        # node carries the BatchNorm's scope; its weight keeps the convolution's own name. Without
+        # this, decomposer.low/high (followed by norm_low/norm_high) fell out of the "encoder" part.
+        weight = node.input[1] if node.op_type == "Conv" and len(node.input) > 1 else ""
+        if weight.endswith(".weight") and weight in params:
+            module = weight[: -len(".weight")]
         base = f"{module}/{node.op_type}"
         seen[base] = seen.get(base, -1) + 1
         node.name = base if seen[base] == 0 else f"{base}_{seen[base]}"

@@ -205,7 +205,7 @@ def _decompose(ckpt, model, pixels: np.ndarray, names: list[str]):
             for b, band in enumerate(("cH", "cV", "cD")):
                 row[band] = stretch(h[[b, 3 + b, 6 + b]])
         else:
-            row["high"] = stretch(high[i].numpy(), per_channel=True)
+            row["high"] = magnitude(high[i].numpy())
             rec = _to_display(recon[i], spec)
             row["recon"] = rec
             row["diff"] = np.clip(np.abs(row["input"] - rec) * DIFF_GAIN, 0, 1)
@@ -220,6 +220,17 @@ def _to_display(t, spec) -> np.ndarray:
     if spec.channel_order == "BGR":
         a = a[..., ::-1]
     return np.clip(a, 0, 1)
+
+
+def magnitude(chw: np.ndarray) -> np.ndarray:
+    """Where a sub-image departs from its mean, as stretched grey: |I_H - mean| over channels.
+
+    I_H's three channels are arbitrary mixes; its local energy is what shows whether it
+    holds edges and detail, so that is what is drawn.
+    """
+    a = np.asarray(chw, np.float64)
+    m = np.sqrt(((a - a.mean(axis=(1, 2), keepdims=True)) ** 2).sum(0, keepdims=True))
+    return stretch(np.repeat(m, 3, axis=0))
 
 
 def stretch(chw: np.ndarray, per_channel: bool = False) -> np.ndarray:
@@ -256,7 +267,7 @@ def _draw(result: InspectResult, panels: list[dict], png: Path) -> None:
         titles = {
             "input": st.name,
             "low": "I_L (stretched)" if wae else "cA (stretched)",
-            "high": f"I_H (stretched)\n{share} of the energy",
+            "high": f"|I_H| (stretched)\n{share} of the energy",
             "recon": f"reconstruction I'\nPSNR {st.psnr_db:.1f} dB" if st.psnr_db is not None else "",
             "diff": f"|I - I'| x{DIFF_GAIN}",
             "cH": f"cH (stretched)\nhigh bands: {share} of energy", "cV": "cV (stretched)", "cD": "cD (stretched)",

@@ -52,6 +52,10 @@ def executed_precisions(compiled) -> dict:
         layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
         if layer in HEAVY_OPS:
             precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+            if precision == "f16" and op.get_input_size():
+                # FP16 weights only: the plugin reports the weights' type, but the layer takes and
+                # gives f32 (or bf16) activations and computes in that precision.
+                precision = op.input(0).get_element_type().get_type_name()
             counts[f"{layer}:{precision}"] += 1
     return dict(sorted(counts.items()))
 
