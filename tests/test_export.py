@@ -108,6 +108,14 @@ def test_graph_has_no_decoder_and_module_scoped_names(exports, ckpts):
     for scope in ("decomposer.", "main.", "high.", "fusion."):
         assert any(n.startswith(scope) for n in names), f"no node named after the {scope} module"
     assert "decomposer.body.0/Conv" in names
+    # A convolution with an eval-mode BatchNorm folded in is named after the convolution's module
+    # (its weights), not the BatchNorm's: decomposer.low/high stay inside the "encoder" part
+    # instead of turning into norm_low/Conv and norm_high/Conv.
+    assert {"decomposer.low/Conv", "decomposer.high/Conv"} <= set(names)
+    params = {i.name for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Conv" and node.input[1] in params:
+            assert node.name.split("/")[0] + ".weight" == node.input[1], (node.name, node.input[1])
     assert len(set(names)) == len(names), "node names must be unique"
     # the exporter's per-node metadata (stack traces with local paths) is dropped
     assert not any(n.metadata_props for n in graph.node)

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -43,12 +44,33 @@ def check_replaceable(final: str | os.PathLike) -> None:
     symbolic link is replaced itself, never what it points to.
     """
     final = Path(final)
-    if final.is_symlink() or not final.exists():
-        return
-    if not final.is_dir():
-        raise UserError(f"refusing to replace {final}: it is a file, not an artifact folder; choose another -o")
-    if (final / ARTIFACT_MARKER).is_file() or not any(final.iterdir()):
-        return
+    for _ in range(20):  # a concurrent builder may swap `final` while we look: look again
+        try:
+            st = os.lstat(final)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            raise UserError(f"refusing to replace {final}: it is a file, not an artifact folder; choose another -o")
+        try:
+            fd = os.open(final, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone or replaced between the two calls
+        try:
+            names = os.listdir(fd) if os.fstat(fd).st_ino == st.st_ino else None
+        finally:
+            os.close(fd)
+        if names is None:
+            continue
+        if not names or ARTIFACT_MARKER in names:
+            return
+        try:
+            if os.lstat(final).st_ino != st.st_ino:
+                continue  # it was being swapped out (and emptied) while we listed it
+        except FileNotFoundError:
+            return
+        break
     raise UserError(f"refusing to replace {final}: it is a folder that is not a wae-deploy artifact "
                     f"(no {ARTIFACT_MARKER}); choose another -o")
 

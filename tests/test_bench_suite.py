@@ -1,0 +1,175 @@
+"""A benchmark run end to end: export and build what is missing, measure accuracy and interleaved
+latency of a WAE model beside its baseline, reuse artifacts, gate against a recorded run.
+
+Two tiny real checkpoints (WAE-ResNet20 and ResNet20, three training batches each) are
+trained once per module; timings are short (0.2 s per target/precision/batch) and the gate
+is run with a wide --max-slowdown, so the tests check the plumbing, not this machine's speed.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+
+from wae_deploy.bench import results as R
+from wae_deploy.bench import suite
+from wae_deploy.bench.suite import BenchConfig, run
+from wae_deploy.cli import main
+from wae_deploy.train import TrainConfig, train
+
+BATCHES = [1, 2]
+EVAL = 200
+
+
+def _quiet(*_a, **_k):
+    pass
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory, fast_load_split):
+    folder = tmp_path_factory.mktemp("bench-ckpts")
+    paths = {}
+    for key, arch in {"wae": "wae-resnet20", "plain": "resnet20"}.items():
+        paths[key] = folder / f"{key}.pt"
+        train(TrainConfig(arch=arch, out=str(paths[key]), epochs=1, wae_epochs=1, joint_epochs=0,
+                          limit_batches=3, limit_eval=100), log=_quiet)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-work")
+
+
+def config(ckpts, workdir) -> BenchConfig:
+    return BenchConfig(targets=["ort"], models=[str(ckpts["wae"]), str(ckpts["plain"])], precisions=["fp32"],
+                       batches=BATCHES, eval_size=EVAL, min_time_s=0.2, min_iters=3, workdir=workdir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def first(ckpts, workdir):
+    return run(config(ckpts, workdir), log=_quiet)
+
+
+def cli_args(ckpts, workdir, *extra) -> list[str]:
+    return ["bench", "--target", "ort", "--models", f"{ckpts['wae']},{ckpts['plain']}", "--precision", "fp32",
+            "--batch", ",".join(map(str, BATCHES)), "--eval-size", str(EVAL), "--min-time", "0.2",
+            "--threads", "1", "--workdir", str(workdir), *map(str, extra)]
+
+
+def test_entries_for_both_models_and_batches(first, workdir):
+    entries = {(e["model"], e["batch"]): e for e in first["entries"]}
+    assert set(entries) == {(m, b) for m in ("wae", "plain") for b in BATCHES} and len(first["entries"]) == 4
+    for (model, batch), e in entries.items():
+        assert e["target"] == "ort" and e["precision"] == "fp32"
+        assert e["arch"] == {"wae": "wae-resnet20", "plain": "resnet20"}[model]
+        assert e["baseline"] == ("plain" if model == "wae" else None)
+        assert e["accuracy"]["n"] == EVAL and 0 <= e["accuracy"]["top1"] <= e["accuracy"]["top5"] <= 100
+        lat = e["latency"]
+        assert lat["median_ms"] > 0 and lat["iters"] >= 3 and lat["throughput_ips"] > 0
+        assert e["gmacs"] > 0 and e["gflops_per_s"] > 0
+        assert e["artifact"] == str(workdir / f"{model}.ort-fp32") and e["artifact_bytes"] > 0
+        assert e["speedup_vs_fp32_baseline"] > 0
+    # accuracy is measured once per artifact, the same for every batch size
+    assert entries["wae", 1]["accuracy"] == entries["wae", 2]["accuracy"]
+    # the point of a WAE: fewer multiply-adds than its full-resolution baseline
+    assert entries["wae", 1]["gmacs"] < entries["plain", 1]["gmacs"]
+    assert entries["plain", 1]["speedup_vs_baseline"] is None
+
+
+def test_wae_baseline_pair_compared_per_batch(first):
+    cmps = {c["batch"]: c for c in first["comparisons"]}
+    assert sorted(cmps) == BATCHES and len(first["comparisons"]) == len(BATCHES)
+    for batch, c in cmps.items():
+        assert (c["a"], c["b"], c["target"], c["precision"]) == ("plain", "wae", "ort", "fp32")
+        assert c["ratio"] > 0 and len(c["ci95"]) == 2
+        assert c["ci95"][0] <= c["ratio"] <= c["ci95"][1]
+        wae = R.find_entry(first, "wae", "ort", "fp32", batch)
+        assert wae["speedup_vs_baseline"] == c["ratio"]
+
+
+def test_results_are_a_valid_schema_file(first, tmp_path):
+    path = R.save(first, tmp_path / "results.json")
+    loaded = R.load(path)
+    assert loaded["format"] == R.FORMAT and loaded["schema_version"] == R.SCHEMA_VERSION
+    assert loaded["suite"]["models"] == ["wae", "plain"] and loaded["suite"]["eval_images"] == EVAL
+    assert loaded["peaks"]["ort"]["fp32_gflops"] > 0
+
+
+def test_second_run_reuses_exports_and_artifacts(first, ckpts, workdir, monkeypatch):
+    built = {p: (p / "manifest.json").stat().st_mtime_ns for p in workdir.glob("*.ort-fp32")}
+    exported = {p: p.stat().st_mtime_ns for p in workdir.glob("*.onnx")}
+    assert len(built) == 2 and len(exported) == 2
+
+    def refuse(*_a, **_k):
+        raise AssertionError("rebuilt although the artifact was up to date")
+
+    monkeypatch.setattr(suite, "build", refuse)
+    monkeypatch.setattr(suite, "export", refuse)
+    lines = []
+    again = run(config(ckpts, workdir), log=lines.append)
+    assert not any(line.startswith(("building", "exporting")) for line in lines), lines
+    assert {(e["model"], e["batch"]) for e in again["entries"]} == {(e["model"], e["batch"]) for e in first["entries"]}
+    assert {p: (p / "manifest.json").stat().st_mtime_ns for p in workdir.glob("*.ort-fp32")} == built
+    assert {p: p.stat().st_mtime_ns for p in workdir.glob("*.onnx")} == exported
+    # the same images through the same artifacts: the same accuracy
+    for e in again["entries"]:
+        assert e["accuracy"] == R.find_entry(first, e["model"], "ort", "fp32", e["batch"])["accuracy"]
+
+
+def junit(path) -> ET.Element:
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites" and [c.tag for c in root] == ["testsuite"]
+    assert int(root.get("tests")) == len(list(root.iter("testcase"))) > 0
+    return root
+
+
+def test_cli_gate_passes_on_its_own_record_and_catches_an_accuracy_drop(first, ckpts, workdir, tmp_path):
+    cli = CliRunner()
+    recorded = tmp_path / "recorded.json"
+    res = cli.invoke(main, cli_args(ckpts, workdir, "--out", recorded, "--junit", tmp_path / "measured.xml"))
+    assert res.exit_code == 0, res.output
+    assert "speed-up wae over plain (ort fp32 batch 1)" in res.output
+    rec = R.load(recorded)
+    assert len(rec["entries"]) == 4
+    measured = junit(tmp_path / "measured.xml")
+    assert measured.get("tests") == "4" and measured.get("failures") == "0"
+
+    res = cli.invoke(main, cli_args(ckpts, workdir, "--compare", recorded, "--max-slowdown", "10",
+                                    "--junit", tmp_path / "pass.xml"))
+    assert res.exit_code == 0, res.output
+    assert "gate: passed" in res.output and "FAIL" not in res.output
+    passed = junit(tmp_path / "pass.xml")
+    assert passed.get("failures") == "0" and passed.get("errors") == "0"
+    names = [c.get("classname") for c in passed.iter("testcase")]
+    assert "wae-deploy.bench.gate.accuracy" in names and "wae-deploy.bench.gate.latency" in names
+
+    # plant a regression: the record claims 20 points more top-1 than this build gives
+    planted = tmp_path / "planted.json"
+    data = json.loads(recorded.read_text())
+    for e in data["entries"]:
+        e["accuracy"]["top1"] += 20.0
+    planted.write_text(json.dumps(data))
+    res = cli.invoke(main, cli_args(ckpts, workdir, "--compare", planted, "--max-slowdown", "10",
+                                    "--junit", tmp_path / "fail.xml"))
+    assert res.exit_code == 1, res.output
+    assert "gate: FAILED" in res.output
+    fails = [line for line in res.output.splitlines() if line.startswith("FAIL ")]
+    assert len(fails) == 4 and all(line.startswith("FAIL accuracy ") for line in fails), fails
+    assert "-20.00 pts" in fails[0]
+    failed = junit(tmp_path / "fail.xml")
+    assert failed.get("failures") == "4"
+    assert all("top-1" in f.get("message") for f in failed.iter("failure"))
+
+    # --update records this run in place of the planted file; the gate then passes against it
+    res = cli.invoke(main, cli_args(ckpts, workdir, "--compare", planted, "--update"))
+    assert res.exit_code == 0, res.output
+    assert f"recorded a new baseline in {planted}" in res.output
+    updated = R.load(planted)
+    assert len(updated["entries"]) == 4
+    for e in updated["entries"]:
+        assert e["accuracy"] == R.find_entry(rec, e["model"], "ort", "fp32", e["batch"])["accuracy"]
+

@@ -1,0 +1,384 @@
+"""Faults: SIGKILL at a random point, two builders at once, a full disk, and hostile paths.
+
+Nothing here may leave a file that a later run would trust: an output is either absent or
+complete and valid; unfinished work survives only as a hidden `.NAME.*.partial` (or
+`.NAME.*.old`) entry that no command ever picks up.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+import pickle
+import random
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from fixtures_small import assert_clean_error, cli_command, cli_env, listing, run_cli, tiny_ckpt, tiny_onnx  # noqa: F401
+from wae_deploy import atomic, data as data_mod, onnx_meta
+from wae_deploy.cli import main
+from wae_deploy.errors import UserError
+from wae_deploy.preprocess import CIFAR
+from wae_deploy.targets import get_target
+
+SEED = int(os.environ.get("WAE_FAULT_SEED", time.time_ns() % 100_000))
+HIDDEN_LEFTOVER = re.compile(r"^\..+\.(partial|old)$")
+
+
+def leftovers_are_hidden(folder: Path, expected: set[str]) -> list[str]:
+    """Names in `folder` beyond `expected`; each must be a hidden unfinished entry."""
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in expected)
+    bad = [n for n in extra if not HIDDEN_LEFTOVER.match(n)]
+    assert not bad, f"unexpected files after a kill: {bad} (seed {SEED})"
+    return extra
+
+
+def check_onnx_export(path: Path) -> None:
+    """A complete, valid export: metadata readable, ONNX checker passes, ONNX Runtime runs it."""
+    import onnxruntime as ort
+
+    info = onnx_meta.read(path)
+    onnx.checker.check_model(str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape == (2, len(info.classes))
+    manifest = path.with_suffix(".json")
+    if manifest.exists():  # written after the model: if there, it describes this very file
+        m = json.loads(manifest.read_text())
+        assert m["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_artifact(path: Path) -> None:
+    target = get_target("ort")
+    with target.load(path) as runner:
+        assert runner.infer(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 10)
+
+
+def kill_during(args: list[str], out_dir: Path, delay: float | None) -> tuple[bool, float]:
+    """Start the CLI, then SIGKILL it after `delay` s, or (delay None) the moment a partial output
+    appears in out_dir. Returns (killed, seconds it ran)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cli_command() + [str(a) for a in args], env=cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = t0 + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            if delay is not None and time.monotonic() - t0 >= delay:
+                break
+            if delay is None and any(".partial" in p.name for p in out_dir.iterdir()):
+                break
+            time.sleep(0.002 if delay is None else 0.02)
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        if not killed:
+            assert proc.returncode == 0, proc.stderr.read().decode()
+        return killed, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
+# ----------------------------------------------------------------------------- (a) SIGKILL
+
+@pytest.mark.parametrize("when", ["random-delay", "while-writing"])
+def test_export_killed_leaves_nothing_trusted(tiny_ckpt, tmp_path, when):  # noqa: F811
+    out = tmp_path / "m.onnx"
+    args = ["export", tiny_ckpt, "-o", out, "--verify", "16"]
+    delay = random.Random(SEED).uniform(0.5, 4.0) if when == "random-delay" else None
+    killed, ran = kill_during(args, tmp_path, delay)
+    leftovers_are_hidden(tmp_path, {"m.onnx", "m.json"})
+    if out.exists():
+        check_onnx_export(out)
+    else:
+        assert not out.with_suffix(".json").exists()
+    proc = run_cli(args, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    check_onnx_export(out)
+    print(f"seed {SEED}: killed={killed} after {ran:.2f} s")
+
+
+@pytest.mark.parametrize("when", ["random-delay", "while-writing"])
+def test_build_killed_leaves_nothing_trusted(tiny_onnx, tmp_path, when):  # noqa: F811
+    out = tmp_path / "a"
+    args = ["build", tiny_onnx, "--target", "ort", "--precision", "int8", "--calib-size", "16", "-o", out]
+    delay = random.Random(SEED + 1).uniform(0.5, 4.0) if when == "random-delay" else None
+    killed, ran = kill_during(args, tmp_path, delay)
+    leftovers_are_hidden(tmp_path, {"a"})
+    if out.exists():
+        check_artifact(out)
+    proc = run_cli(args, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    check_artifact(out)
+    assert json.loads((out / "manifest.json").read_text())["precision"] == "int8"
+    print(f"seed {SEED}: killed={killed} after {ran:.2f} s")
+
+
+def test_leftover_partial_is_never_picked_up(tiny_onnx, tmp_path):  # noqa: F811
+    """A half-written artifact folder from a killed build is not loadable under its real name,
+    and a later build into the same place succeeds beside it."""
+    out = tmp_path / "a"
+    stale = tmp_path / ".a.x1y2z3.partial"
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"half a model")
+    with pytest.raises(UserError):
+        get_target("ort").load(out)
+    r = CliRunner().invoke(main, ["build", str(tiny_onnx), "--target", "ort", "--precision", "fp32", "-o", str(out)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    check_artifact(out)
+
+
+# ----------------------------------------------------------------------------- (b) two builders at once
+
+def test_two_builds_of_the_same_artifact_at_once(tiny_onnx, tmp_path):  # noqa: F811
+    out = tmp_path / "a"
+    args = ["build", tiny_onnx, "--target", "ort", "--precision", "int8", "--calib-size", "16", "-o", out]
+    procs = [subprocess.Popen(cli_command() + [str(a) for a in args], env=cli_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, results):
+        assert p.returncode == 0, stderr
+    check_artifact(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no partial or old folders left
+
+
+HAMMER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from wae_deploy import atomic
+    final, me = Path(sys.argv[1]), sys.argv[2]
+    for i in range(200):  # no pauses: the swaps of the four writers overlap as often as possible
+        with atomic.atomic_dir(final) as tmp:
+            (tmp / "model.bin").write_bytes(f"{me}-{i}".encode() * 1000)
+            (tmp / "manifest.json").write_text(f"{me}-{i}")
+    print("ok")
+""")
+
+
+def test_atomic_dir_survives_concurrent_writers(tmp_path):
+    """Four processes replacing one artifact folder 200 times each: every swap succeeds, and what is
+    left is one writer's complete folder."""
+    final = tmp_path / "art"
+    procs = [subprocess.Popen([sys.executable, "-c", HAMMER, str(final), f"w{k}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=cli_env()) for k in range(4)]
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=60)
+        assert p.returncode == 0 and stdout.strip() == "ok", stderr
+    tag = (final / "manifest.json").read_text()
+    assert (final / "model.bin").read_bytes() == tag.encode() * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+# ----------------------------------------------------------------------------- (c) a full disk
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _FullDiskFile(io.BytesIO):
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_write_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "open", lambda *a, **k: _FullDiskFile(), raising=False)
+    with pytest.raises(UserError, match="No space left on device"):
+        atomic.write_bytes(tmp_path / "x.onnx", b"0" * 1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _OsWithFullDisk:
+    """The os module as wae_deploy.atomic sees it, with rename failing as on a full disk."""
+
+    def __getattr__(self, name):
+        return _enospc if name == "replace" else getattr(os, name)
+
+
+def test_full_disk_export_is_a_clean_error(tiny_ckpt, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(atomic, "open", lambda *a, **k: _FullDiskFile(), raising=False)
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--verify", "0", "-o", str(out)], catch_exceptions=False)
+    assert_clean_error(r.exit_code, r.stdout, r.stderr, 2, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_build_is_a_clean_error(tiny_onnx, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(atomic, "os", _OsWithFullDisk())
+    out = tmp_path / "a"
+    r = CliRunner().invoke(main, ["build", str(tiny_onnx), "--target", "ort", "--precision", "fp32", "-o", str(out)],
+                           catch_exceptions=False)
+    assert_clean_error(r.exit_code, r.stdout, r.stderr, 2, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real 256 kB file system (root only): writing a 1.3 MB model to it fills it."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root); the injected write errors above cover this")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_really_full_disk(tiny_ckpt, tiny_onnx, tiny_tmpfs):  # noqa: F811
+    proc = run_cli(["export", tiny_ckpt, "--verify", "0", "-o", tiny_tmpfs / "m.onnx"])
+    assert_clean_error(proc.returncode, proc.stdout, proc.stderr, 2, "No space left on device")
+    assert list(tiny_tmpfs.iterdir()) == []
+    proc = run_cli(["build", tiny_onnx, "--target", "ort", "--precision", "fp32", "-o", tiny_tmpfs / "a"])
+    assert_clean_error(proc.returncode, proc.stdout, proc.stderr, 2, "No space left on device")
+    assert list(tiny_tmpfs.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- (d) hostile paths
+
+def _member(tar: tarfile.TarFile, name: str, data: bytes = b"", **attrs) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    tar.addfile(info, io.BytesIO(data) if data else None)
+
+
+def test_cifar_archive_with_escaping_names_writes_nothing(tmp_path, monkeypatch):
+    """Members named '../evil', '/abs/evil', links out of the tree: the reader reads the two it
+    names into memory and never extracts anything."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    batch = pickle.dumps({b"data": np.full((3, 3072), 7, np.uint8), b"labels": [1, 2, 3]}, protocol=2)
+    archive = work / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        _member(tar, "../evil.txt", b"pwned")
+        _member(tar, "../../outside/evil2.txt", b"pwned")
+        _member(tar, str(outside / "abs-evil.txt"), b"pwned")
+        _member(tar, "cifar-10-batches-py/link", type=tarfile.SYMTYPE, linkname=str(outside / "linked"))
+        _member(tar, "cifar-10-batches-py/hard", type=tarfile.LNKTYPE, linkname="../../outside/hard")
+        _member(tar, "cifar-10-batches-py/dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3)
+        _member(tar, "../../outside/cifar-10-batches-py/test_batch", batch)
+    monkeypatch.chdir(work)
+    before = listing(tmp_path)
+    data = data_mod.load_split(work, "test", CIFAR)
+    assert len(data) == 3 and list(data.labels) == [1, 2, 3] and (data.images == 7).all()
+    assert listing(tmp_path) == before
+    assert not list(outside.iterdir())
+
+
+def test_cifar_archive_refuses_code_and_bombs(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'PWNED'}",))
+
+    archive = tmp_path / "c.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        _member(tar, "test_batch", pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(UserError, match="refusing to load"):
+        data_mod.load_split(archive, "test", CIFAR)
+    assert not (tmp_path / "PWNED").exists()
+
+    with tarfile.open(archive, "w:gz") as tar:  # a member of 200 MB of zeros: refused before it is read
+        info = tarfile.TarInfo("test_batch")
+        info.size = 200 << 20
+        tar.addfile(info, _Zeros(info.size))
+    assert archive.stat().st_size < 1_000_000
+    with pytest.raises(UserError, match="claims"):
+        data_mod.load_split(archive, "test", CIFAR)
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, n):
+        self.left = n
+
+    def readinto(self, b):
+        n = min(len(b), self.left)
+        b[:n] = bytes(n)
+        self.left -= n
+        return n
+
+    def readable(self):
+        return True
+
+
+def test_dotdot_output_lands_where_the_user_said(tiny_onnx, tmp_path):  # noqa: F811
+    (tmp_path / "sub").mkdir()
+    out = tmp_path / "sub" / ".." / "a"
+    r = CliRunner().invoke(main, ["build", str(tiny_onnx), "--target", "ort", "--precision", "fp32", "-o", str(out)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    assert os.path.realpath(out) == str(tmp_path / "a")
+    check_artifact(tmp_path / "a")
+    assert list((tmp_path / "sub").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "sub"]
+
+    atomic.write_bytes(tmp_path / "sub" / ".." / "x.bin", b"here")
+    assert (tmp_path / "x.bin").read_bytes() == b"here" and list((tmp_path / "sub").iterdir()) == []
+
+
+def test_symlinked_output_file_is_replaced_not_written_through(tiny_ckpt, tmp_path):  # noqa: F811
+    victim = tmp_path / "elsewhere" / "precious.onnx"
+    victim.parent.mkdir()
+    victim.write_bytes(b"do not touch")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    link = out_dir / "m.onnx"
+    link.symlink_to(victim)
+    r = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--verify", "0", "-o", str(link)], catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    assert victim.read_bytes() == b"do not touch"
+    assert not link.is_symlink() and link.is_file()
+    check_onnx_export(link)
+
+    link2 = out_dir / "n.bin"  # the same at the file layer
+    link2.symlink_to(victim)
+    atomic.write_bytes(link2, b"new")
+    assert victim.read_bytes() == b"do not touch" and not link2.is_symlink() and link2.read_bytes() == b"new"
+
+
+def test_symlinked_output_folder_is_replaced_not_emptied(tiny_onnx, tmp_path):  # noqa: F811
+    """`-o link` where link points at someone's folder: the link goes, the folder stays whole."""
+    victim = tmp_path / "elsewhere"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    link = tmp_path / "a"
+    link.symlink_to(victim, target_is_directory=True)
+    r = CliRunner().invoke(main, ["build", str(tiny_onnx), "--target", "ort", "--precision", "fp32", "-o", str(link)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"] and (victim / "keep.txt").read_text() == "mine"
+    assert not link.is_symlink() and link.is_dir()
+    check_artifact(link)
+
+
+def test_output_over_a_user_folder_is_refused_and_kept(tiny_onnx, tmp_path, monkeypatch):  # noqa: F811
+    """`-o .` or `-o models` must never swap away (and delete) the user's folder."""
+    mine = tmp_path / "models"
+    mine.mkdir()
+    (mine / "wae.pt").write_bytes(b"weights")
+    monkeypatch.chdir(mine)
+    for target in (mine, Path(".")):
+        r = CliRunner().invoke(main, ["build", str(tiny_onnx), "--target", "ort", "--precision", "fp32",
+                                      "-o", str(target)], catch_exceptions=False)
+        assert_clean_error(r.exit_code, r.stdout, r.stderr, 2, "not a wae-deploy artifact")
+    assert (mine / "wae.pt").read_bytes() == b"weights"

@@ -1,0 +1,252 @@
+"""Targets behind one interface: build an artifact for a precision, load it, infer.
+
+One tiny real WAE-ResNet20 (three training batches) is exported once per module and built
+for ONNX Runtime (fp32, int8), OpenVINO (fp32, bf16, fp16, int8) and torch, with a small
+calibration set. The bad-input catalogue lives in test_hardening.py / test_faults.py.
+
+The tiny model is nearly untrained (it predicts one class everywhere), so top-1 agreement
+is a weak check on its own: FP32 runtimes are also held to 1e-4 on the logits.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from wae_deploy import checkpoint
+from wae_deploy.build import build, calibration_set
+from wae_deploy.cli import main
+from wae_deploy.data import load_split
+from wae_deploy.errors import UserError
+from wae_deploy.export import export
+from wae_deploy.preprocess import CIFAR
+from wae_deploy.targets import get_target
+from wae_deploy.targets.openvino import COMPUTE
+from wae_deploy.train import TrainConfig, cpu_has, train
+
+CALIB = 32
+BUILDS = [("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "fp16"),
+          ("openvino", "int8")]
+PACKAGE = {"ort": "onnxruntime", "openvino": "openvino"}
+MODEL_FILES = {"ort": ["model.onnx"], "openvino": ["model.xml", "model.bin"]}
+HAS_BF16 = cpu_has("avx512_bf16") or cpu_has("amx_bf16")
+
+
+def _quiet(*_a, **_k):
+    pass
+
+
+@pytest.fixture(scope="module")
+def wae_onnx(tmp_path_factory, fast_load_split):
+    """wae.onnx with the checkpoint it came from beside it (wae.pt), as the torch target wants."""
+    folder = tmp_path_factory.mktemp("targets")
+    ckpt = folder / "wae.pt"
+    train(TrainConfig(arch="wae-resnet20", out=str(ckpt), epochs=1, wae_epochs=1, joint_epochs=0,
+                      limit_batches=3, limit_eval=100), log=_quiet)
+    return export(ckpt, folder / "wae.onnx", verify=16, log=_quiet).path
+
+
+@pytest.fixture(scope="module")
+def artifacts(wae_onnx):
+    """(target, precision) -> (artifact folder, manifest returned by build).
+
+    ORT INT8 is built with a --max-accuracy-drop that any result meets: one step, no fallback.
+    """
+    out = {}
+    for target, precision in BUILDS:
+        if precision == "bf16" and not HAS_BF16:
+            continue
+        bound = dict(max_accuracy_drop=100, eval_size=100) if (target, precision) == ("ort", "int8") else {}
+        out[target, precision] = build(wae_onnx, target, precision, calib_size=CALIB, log=_quiet, **bound)
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(cifar_test) -> np.ndarray:
+    return CIFAR.normalize(cifar_test.sample(200, seed=7).images)
+
+
+def infer(artifact, target: str, images: np.ndarray, chunk: int = 50) -> np.ndarray:
+    with get_target(target).load(artifact, threads=1) as runner:
+        return np.concatenate([runner.infer(images[i:i + chunk]) for i in range(0, len(images), chunk)])
+
+
+@pytest.fixture(scope="module")
+def reference(artifacts, images) -> np.ndarray:
+    """Logits of the FP32 ONNX Runtime artifact: what every other build is compared with."""
+    return infer(artifacts["ort", "fp32"][0], "ort", images)
+
+
+def conv_nodes(onnx_path, prefix: str = "") -> int:
+    return sum(n.op_type == "Conv" and n.name.startswith(prefix) for n in onnx.load(str(onnx_path)).graph.node)
+
+
+def _get(artifacts, target, precision):
+    if (target, precision) not in artifacts:
+        pytest.skip("this CPU has neither AVX512-BF16 nor AMX")
+    return artifacts[target, precision]
+
+
+@pytest.mark.parametrize("target,precision", BUILDS)
+def test_artifact_folder_and_manifest(artifacts, wae_onnx, data_root, target, precision):
+    path, manifest = _get(artifacts, target, precision)
+    assert path == wae_onnx.with_name(f"wae.{target}-{precision}") and path.is_dir()
+    assert sorted(p.name for p in path.iterdir()) == sorted(MODEL_FILES[target] + ["manifest.json"])
+    on_disk = json.loads((path / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest, default=str))
+    assert on_disk["target"] == target and on_disk["precision"] == precision
+    assert on_disk["runtime_version"] == importlib.metadata.version(PACKAGE[target])
+    assert on_disk["source"] == "wae.onnx" and on_disk["source_sha256"] == checkpoint.sha256(wae_onnx)
+    assert on_disk["arch"] == "wae-resnet20"
+    assert on_disk["tool_versions"][PACKAGE[target]] == on_disk["runtime_version"]
+    assert on_disk["executed"]
+    if precision == "int8":
+        assert on_disk["calibration"] == {"root": str(data_root), "split": "train", "size": CALIB, "seed": 0}
+    else:
+        assert "calibration" not in on_disk
+    if target == "openvino":
+        assert on_disk["compute_precision"] == COMPUTE[precision]
+
+
+def test_ort_int8_really_runs_int8(artifacts, wae_onnx):
+    convs = conv_nodes(wae_onnx)
+    fp32 = artifacts["ort", "fp32"][1]["executed"]
+    assert fp32["int8_ops"] == {}
+    assert sum(fp32["float_ops"].get(k, 0) for k in ("Conv", "FusedConv", "NchwcConv")) == convs
+    int8 = artifacts["ort", "int8"][1]["executed"]
+    assert int8["int8_ops"].get("QLinearConv") == convs, int8
+    assert not any(k in int8["float_ops"] for k in ("Conv", "FusedConv", "NchwcConv")), int8
+
+
+def test_openvino_reports_precision_each_layer_runs_in(artifacts):
+    def layers(precision):
+        return _get(artifacts, "openvino", precision)[1]["executed"]
+
+    fp32 = layers("fp32")
+    assert sum(fp32.values()) > 0 and all(k.endswith(":f32") for k in fp32), fp32
+    assert any(k.startswith("Convolution:") for k in fp32)
+    total_convs = sum(v for k, v in fp32.items() if k.startswith("Convolution:"))
+    int8 = layers("int8")
+    int8_convs = sum(v for k, v in int8.items() if k in ("Convolution:u8", "Convolution:i8"))
+    assert int8_convs == total_convs, int8
+    fp16_manifest = artifacts["openvino", "fp16"][1]
+    assert "FP16 weights" in fp16_manifest["note"] and "f32" in fp16_manifest["note"]
+    # what the note says is what the runtime graph shows: f32 compute, not f16
+    assert all(k.endswith(":f32") for k in fp16_manifest["executed"]), fp16_manifest["executed"]
+    bf16 = layers("bf16")
+    assert all(k.endswith(":bf16") for k in bf16), bf16
+    assert sum(v for k, v in bf16.items() if k.startswith("Convolution:")) == total_convs
+
+
+@pytest.mark.parametrize("target,precision", BUILDS)
+def test_artifact_infers_like_fp32_ort(artifacts, images, reference, target, precision):
+    path, _ = _get(artifacts, target, precision)
+    logits = infer(path, target, images)
+    assert logits.shape == (200, 10) and logits.dtype == np.float32 and np.isfinite(logits).all()
+    agreement = (logits.argmax(1) == reference.argmax(1)).mean()
+    if precision == "fp32":
+        assert np.abs(logits - reference).max() <= 1e-4
+        assert agreement == 1.0
+    else:
+        assert agreement >= 0.9, f"{target} {precision}: top-1 agreement {agreement:.2%}"
+    # any batch size goes through (the export's batch axis is dynamic)
+    with get_target(target).load(path, threads=1) as runner:
+        assert runner.infer(images[:1]).shape == (1, 10)
+
+
+def test_keep_float_encoder_leaves_decomposer_convs_in_float(wae_onnx, tmp_path):
+    encoder_convs = conv_nodes(wae_onnx, "decomposer.")
+    assert encoder_convs == 5  # three 16-channel convolutions and the I_L and I_H heads
+    out, manifest = build(wae_onnx, "ort", "int8", tmp_path / "kept", calib_size=CALIB, keep_float=("encoder",),
+                          log=_quiet)
+    ex = manifest["executed"]
+    assert manifest["keep_float"] == ["encoder"]
+    assert ex["float_ops"].get("Conv", 0) + ex["float_ops"].get("FusedConv", 0) == encoder_convs, ex
+    assert ex["int8_ops"].get("QLinearConv") == conv_nodes(wae_onnx) - encoder_convs, ex
+
+
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_load_refuses_artifact_of_another_runtime_version_or_target(artifacts, tmp_path, target):
+    source, _ = artifacts[target, "fp32"]
+    other = "openvino" if target == "ort" else "ort"
+    with pytest.raises(UserError, match="built for target"):
+        get_target(other).load(source)
+    for field, value, message in [("runtime_version", "0.0.1", "rebuild it"),
+                                  ("target", other, "built for target")]:
+        copy = tmp_path / f"{field}-edited"
+        shutil.copytree(source, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest[field] = value
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(UserError, match=message):
+            get_target(target).load(copy)
+    get_target(target).load(source).close()  # the original still loads
+
+
+def test_calibration_sampling_is_deterministic(data_root, artifacts):
+    a, meta_a = calibration_set(CIFAR, None, CALIB)
+    b, meta_b = calibration_set(CIFAR, None, CALIB)
+    assert len(a) == CALIB and meta_a == meta_b == {"root": str(data_root), "split": "train", "size": CALIB,
+                                                    "seed": 0}
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    expected = load_split(data_root, "train", CIFAR).sample(CALIB, seed=0)  # the training split, seed 0
+    assert np.array_equal(a.images, expected.images) and np.array_equal(a.labels, expected.labels)
+    assert len(set(a.labels.tolist())) > 1
+    # one calibration set for every target
+    assert artifacts["ort", "int8"][1]["calibration"] == artifacts["openvino", "int8"][1]["calibration"]
+
+
+def test_accuracy_bounded_build_meets_a_loose_bound_in_one_step(artifacts):
+    path, manifest = artifacts["ort", "int8"]
+    bound = manifest["accuracy_bound"]
+    assert bound["max_drop"] == 100 and bound["held_out"] == 100
+    assert len(bound["steps"]) == 1 and bound["steps"][0]["keep_float"] == []
+    assert 0 <= bound["fp32_top1"] <= 100 and 0 <= bound["steps"][0]["top1"] <= 100
+    assert json.loads((path / "manifest.json").read_text())["accuracy_bound"] == bound
+    assert not any(p.name.startswith(".") for p in path.parent.iterdir()), "a temporary folder was left"
+
+
+def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("wae.onnx",):
+        shutil.copyfile(wae_onnx, src / name)
+    out = tmp_path / "out" / "wae.ort-int8"
+    out.parent.mkdir()
+    res = CliRunner().invoke(main, ["build", str(src / "wae.onnx"), "--target", "ort", "--precision", "int8",
+                                    "--calib-size", str(CALIB), "--eval-size", "100",
+                                    "--max-accuracy-drop=-100", "-o", str(out)])
+    assert res.exit_code == 1, res.output
+    assert "cannot keep the top-1 drop within -100" in res.output
+    # every fallback step was tried (a WAE: nothing, then encoder+high, then +fusion) before giving up
+    assert res.output.count("keeping") == 3, res.output
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == [] and sorted(p.name for p in src.iterdir()) == ["wae.onnx"]
+
+
+def test_torch_target_needs_the_checkpoint_beside_the_onnx(wae_onnx, images, reference, tmp_path):
+    assert wae_onnx.with_suffix(".pt").is_file()
+    path, manifest = build(wae_onnx, "torch", "fp32", tmp_path / "wae.torch-fp32", log=_quiet)
+    assert manifest["target"] == "torch" and (path / "model.pt").is_file()
+    assert checkpoint.sha256(path / "model.pt") == checkpoint.sha256(wae_onnx.with_suffix(".pt"))
+    logits = infer(path, "torch", images)
+    assert np.abs(logits - reference).max() <= 1e-4
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copyfile(wae_onnx, alone / "wae.onnx")
+    with pytest.raises(UserError, match="needs the checkpoint"):
+        build(alone / "wae.onnx", "torch", "fp32", log=_quiet)
+    # a different checkpoint under the right name is refused too (matched by the SHA-256 in the metadata)
+    other = checkpoint.load(wae_onnx.with_suffix(".pt"))
+    other.metrics = {**other.metrics, "edited": True}
+    checkpoint.save(other, alone / "wae.pt")
+    with pytest.raises(UserError, match="needs the checkpoint"):
+        build(alone / "wae.onnx", "torch", "fp32", log=_quiet)
+    assert sorted(p.name for p in alone.iterdir()) == ["wae.onnx", "wae.pt"]
