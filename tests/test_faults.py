@@ -28,7 +28,8 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from fixtures_small import assert_clean_error, cli_command, cli_env, listing, run_cli, tiny_ckpt, tiny_onnx  # noqa: F401
+from fixtures_small import (assert_clean_error, cli_command, cli_env, listing, run_cli,  # noqa: F401
+                            tiny_ckpt, tiny_onnx)
 from wae_deploy import atomic, data as data_mod, onnx_meta
 from wae_deploy.cli import main
 from wae_deploy.errors import UserError
@@ -103,7 +104,7 @@ def test_export_killed_leaves_nothing_trusted(tiny_ckpt, tmp_path, when):  # noq
     args = ["export", tiny_ckpt, "-o", out, "--verify", "16"]
     delay = random.Random(SEED).uniform(0.5, 4.0) if when == "random-delay" else None
     killed, ran = kill_during(args, tmp_path, delay)
-    leftovers_are_hidden(tmp_path, {"m.onnx", "m.json"})
+    left = leftovers_are_hidden(tmp_path, {"m.onnx", "m.json"})
     if out.exists():
         check_onnx_export(out)
     else:
@@ -111,7 +112,7 @@ def test_export_killed_leaves_nothing_trusted(tiny_ckpt, tmp_path, when):  # noq
     proc = run_cli(args, timeout=180)
     assert proc.returncode == 0, proc.stderr
     check_onnx_export(out)
-    print(f"seed {SEED}: killed={killed} after {ran:.2f} s")
+    print(f"seed {SEED}: killed={killed} after {ran:.2f} s, hidden leftovers {left}")
 
 
 @pytest.mark.parametrize("when", ["random-delay", "while-writing"])
@@ -120,14 +121,14 @@ def test_build_killed_leaves_nothing_trusted(tiny_onnx, tmp_path, when):  # noqa
     args = ["build", tiny_onnx, "--target", "ort", "--precision", "int8", "--calib-size", "16", "-o", out]
     delay = random.Random(SEED + 1).uniform(0.5, 4.0) if when == "random-delay" else None
     killed, ran = kill_during(args, tmp_path, delay)
-    leftovers_are_hidden(tmp_path, {"a"})
+    left = leftovers_are_hidden(tmp_path, {"a"})
     if out.exists():
         check_artifact(out)
     proc = run_cli(args, timeout=180)
     assert proc.returncode == 0, proc.stderr
     check_artifact(out)
     assert json.loads((out / "manifest.json").read_text())["precision"] == "int8"
-    print(f"seed {SEED}: killed={killed} after {ran:.2f} s")
+    print(f"seed {SEED}: killed={killed} after {ran:.2f} s, hidden leftovers {left}")
 
 
 def test_leftover_partial_is_never_picked_up(tiny_onnx, tmp_path):  # noqa: F811

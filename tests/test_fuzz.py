@@ -37,7 +37,8 @@ from wae_deploy.errors import UserError
 from wae_deploy.preprocess import CIFAR, IMAGENET, MAX_IMAGE_PIXELS
 
 # WAE_FUZZ_EXAMPLES=2000 for a deeper hunt than CI needs.
-FUZZ = settings(max_examples=int(os.environ.get("WAE_FUZZ_EXAMPLES", 50)), deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=int(os.environ.get("WAE_FUZZ_EXAMPLES", 50)), deadline=None,
+                suppress_health_check=list(HealthCheck))
 EXAMPLE_TIMEOUT_S = 20
 
 

@@ -13,6 +13,8 @@ import importlib.util
 import json
 import os
 import pickle
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -41,6 +43,9 @@ class Ctx:
     def random_bytes(self, name: str, n: int = 4096) -> Path:
         return self.file(name, os.urandom(n))
 
+    def copy(self, src: Path, name: str) -> Path:
+        return self.file(name, src.read_bytes())
+
     def truncated(self, src: Path, name: str) -> Path:
         return self.file(name, src.read_bytes()[: src.stat().st_size // 3])
 
@@ -57,6 +62,13 @@ class Ctx:
     def unknown_arch(self, name: str) -> Path:
         raw = torch.load(self.ckpt, weights_only=True)
         raw["arch"] = "wae-nope50"
+        p = self.tmp / name
+        torch.save(raw, p)
+        return p
+
+    def foreign_weights(self, name: str) -> Path:
+        raw = torch.load(self.ckpt, weights_only=True)
+        raw["state_dict"] = {"x": torch.zeros(1)}
         p = self.tmp / name
         torch.save(raw, p)
         return p
@@ -87,6 +99,15 @@ class Ctx:
 
     def images(self, name: str) -> Path:
         return write_images(self.tmp / name)
+
+    def bomb_images(self, name: str) -> Path:
+        """A calibration folder with one PNG whose header claims 30000 x 30000 pixels."""
+        p = write_images(self.tmp / name)
+        png = bytearray((p / "c0" / "0.png").read_bytes())
+        png[16:24] = struct.pack(">II", 30000, 30000)
+        png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+        (p / "c0" / "0.png").write_bytes(bytes(png))
+        return p
 
 
 class _Evil:
@@ -127,7 +148,9 @@ CASES = [
     Case("pickled-code-in-torch-zip", lambda c: ["export", c.torch_pickled_code("evil.pt"), "-o", c.tmp / "m.onnx"],
          "pickled objects or code"),
     Case("checkpoint-unknown-arch", lambda c: ["export", c.unknown_arch("u.pt"), "-o", c.tmp / "m.onnx"],
-         "unknown architecture 'wae-nope50'"),
+         "unknown architecture 'wae-nope50'", sub=True),
+    Case("checkpoint-foreign-weights", lambda c: ["export", c.foreign_weights("f.pt"), "--verify", "0",
+                                                  "-o", c.tmp / "m.onnx"], "weights do not fit"),
     Case("empty-checkpoint", lambda c: ["export", c.file("e.pt", b""), "-o", c.tmp / "m.onnx"],
          "not a readable checkpoint"),
     Case("folder-as-checkpoint", lambda c: ["export", c.folder("d.pt"), "-o", c.tmp / "m.onnx"],
@@ -137,7 +160,8 @@ CASES = [
     Case("corrupt-onnx", lambda c: ["build", c.truncated(c.onnx, "c.onnx"), "--target", "ort",
                                     "--precision", "fp32", "-o", c.tmp / "a"], "not a readable ONNX model", sub=True),
     Case("onnx-without-metadata", lambda c: ["build", c.onnx_without_metadata("n.onnx"), "--target", "ort",
-                                             "--precision", "fp32", "-o", c.tmp / "a"], "not a wae-deploy export"),
+                                             "--precision", "fp32", "-o", c.tmp / "a"], "not a wae-deploy export",
+         sub=True),
     Case("empty-onnx", lambda c: ["build", c.file("e.onnx", b""), "--target", "openvino", "--precision", "fp32",
                                   "-o", c.tmp / "a"], "not a readable ONNX model"),
     Case("folder-as-onnx", lambda c: ["build", c.folder("d.onnx"), "--target", "ort", "--precision", "fp32",
@@ -161,6 +185,9 @@ CASES = [
     Case("calib-folder-unreadable-images", lambda c: ["build", c.onnx, "--target", "ort", "--precision", "int8",
                                                       "--calib", c.unreadable_images("cal"), "-o", c.tmp / "a"],
          "unreadable image"),
+    Case("calib-decompression-bomb", lambda c: ["build", c.onnx, "--target", "ort", "--precision", "int8",
+                                                "--calib", c.bomb_images("cal"), "-o", c.tmp / "a"], "image too large",
+         sub=True),
     Case("data-folder-missing", lambda c: ["export", c.ckpt, "--data", c.tmp / "nowhere", "-o", c.tmp / "m.onnx"],
          "data folder does not exist"),
     Case("output-under-a-file", lambda c: ["export", c.ckpt, "--verify", "0",
@@ -170,6 +197,12 @@ CASES = [
          "output folder does not exist"),
     Case("output-is-a-folder", lambda c: ["export", c.ckpt, "--verify", "0", "-o", c.folder("m.onnx")],
          "is a folder"),
+    Case("export-over-its-checkpoint", lambda c: ["export", c.copy(c.ckpt, "w.pt"), "--verify", "0",
+                                                  "-o", c.tmp / "w.pt"], "would overwrite the checkpoint"),
+    Case("export-to-json-name", lambda c: ["export", c.ckpt, "--verify", "0", "-o", c.tmp / "m.json"],
+         "the manifest is written beside the model"),
+    Case("artifact-over-its-own-model", lambda c: ["build", c.copy(c.onnx, "m.onnx"), "--target", "ort",
+                                                   "--precision", "fp32", "-o", c.tmp / "m.onnx"], "it is a file"),
     Case("artifact-under-a-file", lambda c: ["build", c.onnx, "--target", "ort", "--precision", "fp32",
                                              "-o", c.file("plain", b"x") / "a"], "output folder does not exist"),
     Case("artifact-over-user-folder", lambda c: ["build", c.onnx, "--target", "ort", "--precision", "fp32",
@@ -184,7 +217,7 @@ CASES = [
     Case("unknown-precision", lambda c: ["build", c.onnx, "--target", "ort", "--precision", "fp64",
                                          "-o", c.tmp / "a"], "'fp64' is not one of"),
     Case("precision-target-cannot-do", lambda c: ["build", c.onnx, "--target", "ort", "--precision", "bf16",
-                                                  "-o", c.tmp / "a"], "cannot build bf16"),
+                                                  "-o", c.tmp / "a"], "cannot build bf16", sub=True),
     Case("export-batch-zero", lambda c: ["export", c.ckpt, "--batch", "0", "-o", c.tmp / "m.onnx"],
          "batch must be positive"),
     Case("export-batch-word", lambda c: ["export", c.ckpt, "--batch", "lots", "-o", c.tmp / "m.onnx"],
@@ -212,7 +245,8 @@ CASES = [
     Case("wae-data-points-nowhere", lambda c: ["export", c.ckpt, "-o", c.tmp / "m.onnx"], "data folder does not exist",
          sub=True, env=lambda c: {"WAE_DATA": str(c.tmp / "nowhere")}),
     Case("wae-cache-is-a-file", lambda c: ["build", c.onnx, "--target", "ort", "--precision", "int8",
-                                           "--calib", c.images("cal"), "-o", c.tmp / "a"], "cannot use the cache folder",
+                                           "--calib", c.images("cal"), "-o", c.tmp / "a"],
+         "cannot use the cache folder",
          sub=True, env=lambda c: {"WAE_CACHE": str(c.file("cachefile", b"x"))}),
     Case("home-is-a-file", lambda c: ["build", c.onnx, "--target", "ort", "--precision", "int8",
                                       "--calib", c.images("cal"), "-o", c.tmp / "a"], "cannot use the cache folder",
@@ -249,6 +283,7 @@ def test_bad_input(case: Case, tmp_path, tiny_ckpt, tiny_onnx, monkeypatch):  # 
         code, out, err = result.exit_code, result.stdout, result.stderr
 
     assert_clean_error(code, out, err, case.code, case.match)
+    assert len(err.strip()) < 600, f"a one-line message, not a listing: {len(err)} characters"
     after = listing(*watched)
     assert after - before == set(), f"left behind: {sorted(after - before)}"
     assert not [p for p in after if ".partial" in p or p.endswith(".old")]

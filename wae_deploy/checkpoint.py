@@ -43,7 +43,9 @@ class Checkpoint:
             model.load_state_dict(self.state_dict)
         except RuntimeError as e:
             first = str(e).strip().splitlines()
-            raise UserError(f"checkpoint weights do not fit {self.arch}: {first[1].strip() if len(first) > 1 else first[0]}") from e
+            why = first[1].strip() if len(first) > 1 else first[0]
+            why = why if len(why) <= 300 else why[:300] + " ..."  # "Missing key(s)" can list hundreds
+            raise UserError(f"checkpoint weights do not fit {self.arch}: {why}") from e
         return model.eval()
 
     def to_dict(self) -> dict:
@@ -99,7 +101,8 @@ def load(path: str | Path) -> Checkpoint:
     if not isinstance(config, dict) or not {"num_classes", "input_size"} <= set(config):
         raise UserError(f"checkpoint {path} has no num_classes/input_size in its config")
     if not all(type(config[k]) is int and config[k] > 0 for k in ("num_classes", "input_size")):
-        raise UserError(f"checkpoint {path} has a malformed config: num_classes and input_size must be positive integers")
+        raise UserError(f"checkpoint {path} has a malformed config: "
+                        "num_classes and input_size must be positive integers")
     if not isinstance(raw["state_dict"], dict):
         raise UserError(f"checkpoint {path} has no weights")
     if not isinstance(raw["classes"], (list, tuple)) or not isinstance(raw["preprocessing"], dict):

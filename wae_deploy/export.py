@@ -161,6 +161,12 @@ def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MI
     ckpt = checkpoint.load(ckpt_path)
     out = Path(out) if out else ckpt_path.with_suffix(".onnx")
     atomic.check_writable(out, "file")
+    if out.suffix == ".json":
+        raise UserError(f"-o {out}: the manifest is written beside the model as {out.stem}.json; "
+                        "give the model another name (e.g. .onnx)")
+    for written in (out, out.with_suffix(".json")):
+        if written.resolve() == ckpt_path.resolve():
+            raise UserError(f"-o {out} would overwrite the checkpoint {ckpt_path}")
     model = ckpt.build_model()
     spec = ckpt.preprocessing
     size = ckpt.config["input_size"]
