@@ -116,7 +116,8 @@ def evaluate(model: torch.nn.Module, data: ImageSet, spec: Preprocessing, batch:
             logits.append(model(x))
     result = accuracy(torch.cat(logits).numpy(), data.labels)
     if main_logits:
-        result["top1_main_head"] = accuracy(torch.cat(main_logits).numpy(), data.labels)["top1"]
+        head = accuracy(torch.cat(main_logits).numpy(), data.labels)
+        result["top1_main_head"], result["top5_main_head"] = head["top1"], head["top5"]
     if stats:
         result.update(stats[0])
     return result
