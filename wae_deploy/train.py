@@ -37,8 +37,8 @@ class TrainConfig:
     arch: str
     out: str
     data: str | None = None
-    epochs: int = 30              # classifier + joint epochs
-    wae_epochs: int = 2           # stage 1 (WAE models only)
+    epochs: int = 20              # classifier + joint epochs (the reference recipe)
+    wae_epochs: int = 3           # stage 1 (WAE models only)
     joint_epochs: int | None = None  # stage 3; default a quarter of `epochs`
     batch_size: int = 128
     lr: float = 0.2
