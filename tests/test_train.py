@@ -142,7 +142,7 @@ def test_stage_plan():
     cfg = lambda **kw: TrainConfig(out="x.pt", **kw)  # noqa: E731
     assert stages(cfg(arch="resnet20", epochs=30)) == [("classifier", 30)]
     assert stages(cfg(arch="resnet20-dwt", epochs=5)) == [("classifier", 5)]
-    assert stages(cfg(arch="wae-resnet20", epochs=30)) == [("wae", 2), ("classifier", 23), ("joint", 7)]
+    assert stages(cfg(arch="wae-resnet20", epochs=30, wae_epochs=2)) == [("wae", 2), ("classifier", 23), ("joint", 7)]
     assert stages(cfg(arch="wae-resnet20", epochs=2, wae_epochs=0, joint_epochs=2)) == [("joint", 2)]
     with pytest.raises(UserError, match="--joint-epochs"):
         stages(cfg(arch="wae-resnet20", epochs=4, joint_epochs=5))
