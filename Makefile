@@ -58,7 +58,7 @@ bench: $(STAMP)
 	  --out benchmarks/cpu-paper.json --markdown benchmarks/cpu-paper.md
 
 lint: $(STAMP)
-	$(BIN)/ruff check wae_deploy tests
+	$(BIN)/ruff check wae_deploy tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -39,7 +39,7 @@ def main(arch: str = "wae-vgg16") -> None:
             runners[name] = get_target(target).load(artifact)
         for batch in (1, 8):
             x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-            stats = measure_interleaved({n: (lambda r=r: r.infer(x)) for n, r in runners.items()},
+            stats = measure_interleaved({n: (lambda r=r, x=x: r.infer(x)) for n, r in runners.items()},
                                         batch=batch, min_time_s=10, min_iters=10)
             row = {n: {"median_ms": round(s.median_ms, 2), "speedup_vs_fp32": round(stats["fp32"].median_ms /
                        s.median_ms, 2), "cv": round(s.cv, 3)} for n, s in stats.items()}

@@ -7,13 +7,12 @@ Times 60 training batches of each stage (after 5 warm-up batches) and scales to 
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from wae_deploy.train import TrainConfig, train
 from wae_deploy.bench.environment import fingerprint
+from wae_deploy.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"resnet20": {}, "resnet20-resized": {}, "resnet20-dwt": {}, "wae-resnet20": {"wae_epochs": 3}}

@@ -1,20 +1,16 @@
 """Latency statistics, interleaving order and paired ratios: synthetic samples, no timed assertions."""
 
-import math
 
 import numpy as np
 import pytest
 
 from wae_deploy.bench.latency import (
-    matmul_onnx,
-    matmul_peak_gflops,
     measure_interleaved,
     order_effect,
     ratio_ci,
     round_order,
     summarize,
 )
-from wae_deploy.errors import UserError
 
 
 def test_summary_statistics_of_known_samples():
@@ -121,21 +117,3 @@ def test_order_effect_detects_a_planted_order_dependence():
     assert a.position_median_ms == {0: 10.0, 1: 12.0}
     flat = order_effect(summarize([10.0] * 20, positions=pos_a), b)
     assert flat["relative_difference"] == 0
-
-
-def test_matmul_model_is_valid(tmp_path):
-    import onnx
-
-    onnx.checker.check_model(onnx.load(str(matmul_onnx(tmp_path / "m.onnx", n=16))))
-
-
-@pytest.mark.parametrize("runtime", ["ort", "openvino"])
-def test_matmul_peak_runs(runtime):
-    pytest.importorskip("onnxruntime" if runtime == "ort" else "openvino")
-    g = matmul_peak_gflops(runtime, n=128, threads=1, min_time_s=0, min_iters=2)
-    assert math.isfinite(g) and g > 0
-
-
-def test_matmul_peak_unknown_runtime():
-    with pytest.raises(UserError, match="no matmul peak"):
-        matmul_peak_gflops("trt", n=16)

@@ -17,11 +17,13 @@ def _results(accuracy=True):
     for model, base, ms in (("resnet20", None, 10.0), ("wae-resnet20", "resnet20", 4.0)):
         for prec, f, top1 in (("fp32", 1.0, 88.0), ("int8", 0.4, 87.5)):
             entries.append(R.make_entry(
-                model=model, baseline=base, target="ort", precision=prec, batch=1, gmacs=0.04, peak_gflops=400.0,
+                model=model, baseline=base, target="ort", precision=prec, batch=1, gmacs=0.04,
+                peak_gflops={"fp32": 400.0, "int8": 1600.0}[prec],
                 latency=summarize([ms * f * (1 + 0.01 * (i % 5)) for i in range(20)]),
                 accuracy={"top1": top1 - (4 if base else 0), "top5": 99.0, "n": 10000} if accuracy else None))
     r = R.new_results({"cpu": {"model": "Test CPU", "flags": {"avx2": True}}, "packages": {"onnxruntime": "1.2"}},
-                      {"name": "unit", "note": "synthetic"}, entries, peaks={"ort": {"fp32_gflops": 400.0}})
+                      {"name": "unit", "note": "synthetic"}, entries,
+                      peaks={"ort": {"matmul_n": 2048, "gflops": {"fp32": 400.0, "int8": 1600.0}}})
     return R.fill_speedups(r)
 
 
@@ -60,6 +62,7 @@ def test_markdown_table_parses(tmp_path):
     assert all(line.count(" | ") == header.count(" | ") for line in table)
     assert "## Gate" in text and "**FAIL** latency resnet20 ort fp32 b1" in text and "2.40–2.60" in text
     assert "synthetic" in text and "Test CPU" in text
+    assert "- ort: fp32 400, int8 1600 GFLOP/s" in text
 
 
 def test_plot_is_a_png(tmp_path):

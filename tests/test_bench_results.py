@@ -21,7 +21,7 @@ def _results():
         R.make_entry(model="wae-vgg16", target="ort", precision="fp32", batch=8, latency=wae, gmacs=4.37,
                      baseline="vgg16", peak_gflops=500.0, accuracy={"top1": 88.0, "top5": 98.5, "n": 1000}),
     ]
-    r = R.new_results(env, {"name": "unit"}, entries, peaks={"ort": {"fp32_gflops": 500.0, "matmul_n": 2048}})
+    r = R.new_results(env, {"name": "unit"}, entries, peaks={"ort": {"matmul_n": 2048, "gflops": {"fp32": 500.0}}})
     r["comparisons"].append(R.make_comparison("vgg16", "wae-vgg16", base, wae, target="ort", precision="fp32",
                                               batch=8))
     return R.fill_speedups(r)
@@ -61,7 +61,7 @@ def test_round_trip(tmp_path):
     r["entries"][0]["latency"]["cv"] = float("nan")
     path = R.save(r, tmp_path / "res.json")
     back = R.load(path)
-    assert back["format"] == "wae-deploy-bench" and back["schema_version"] == R.SCHEMA_VERSION == 1
+    assert back["format"] == "wae-deploy-bench" and back["schema_version"] == R.SCHEMA_VERSION == 2
     assert back["entries"][0]["gmacs"] == 15.5 and back["entries"][0]["latency"]["cv"] is None
     assert back["entries"][1] == json.loads(json.dumps(r["entries"][1]))
     assert not list(tmp_path.glob(".*partial"))
@@ -79,11 +79,11 @@ def test_save_refuses_invalid_results(tmp_path):
     ("{not json", "corrupt"),
     ("[]", "JSON object"),
     ('{"format": "something-else", "schema_version": 1}', "not a wae-deploy bench results file"),
-    ('{"format": "wae-deploy-bench", "schema_version": 2, "entries": []}', "schema version 2.*newer"),
-    ('{"format": "wae-deploy-bench", "schema_version": 0, "entries": []}', "schema version 0"),
-    ('{"format": "wae-deploy-bench", "schema_version": 1, "environment": {}, "entries": [{"model": "m"}]}',
+    ('{"format": "wae-deploy-bench", "schema_version": 3, "entries": []}', "schema version 3.*newer"),
+    ('{"format": "wae-deploy-bench", "schema_version": 1, "entries": []}', "schema version 1.*re-run"),
+    ('{"format": "wae-deploy-bench", "schema_version": 2, "environment": {}, "entries": [{"model": "m"}]}',
      r"entries\[0\] lacks target"),
-    ('{"format": "wae-deploy-bench", "schema_version": 1, "environment": {}}', "entries"),
+    ('{"format": "wae-deploy-bench", "schema_version": 2, "environment": {}}', "entries"),
 ])
 def test_load_refusals(tmp_path, content, message):
     p = tmp_path / "rec.json"

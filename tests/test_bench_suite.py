@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from wae_deploy.bench import results as R
 from wae_deploy.bench import suite
+from wae_deploy.bench.peak import COMPUTE
 from wae_deploy.bench.suite import BenchConfig, run
 from wae_deploy.cli import main
 from wae_deploy.train import TrainConfig, train
@@ -63,7 +64,7 @@ def cli_args(ckpts, workdir, *extra) -> list[str]:
 def test_entries_for_both_models_and_batches(first, workdir):
     entries = {(e["model"], e["batch"]): e for e in first["entries"]}
     assert set(entries) == {(m, b) for m in ("wae", "plain") for b in BATCHES} and len(first["entries"]) == 4
-    for (model, batch), e in entries.items():
+    for (model, _), e in entries.items():
         assert e["target"] == "ort" and e["precision"] == "fp32"
         assert e["arch"] == {"wae": "wae-resnet20", "plain": "resnet20"}[model]
         assert e["baseline"] == ("plain" if model == "wae" else None)
@@ -96,7 +97,10 @@ def test_results_are_a_valid_schema_file(first, tmp_path):
     loaded = R.load(path)
     assert loaded["format"] == R.FORMAT and loaded["schema_version"] == R.SCHEMA_VERSION
     assert loaded["suite"]["models"] == ["wae", "plain"] and loaded["suite"]["eval_images"] == EVAL
-    assert loaded["peaks"]["ort"]["fp32_gflops"] > 0
+    peaks = loaded["peaks"]["ort"]["gflops"]
+    assert set(peaks) == {COMPUTE[e["precision"]] for e in loaded["entries"]} and min(peaks.values()) > 0
+    for e in loaded["entries"]:  # each precision is held against the peak of its own precision
+        assert e["efficiency_of_peak"] == pytest.approx(e["gflops_per_s"] / peaks[COMPUTE[e["precision"]]])
 
 
 def test_second_run_reuses_exports_and_artifacts(first, ckpts, workdir, monkeypatch):

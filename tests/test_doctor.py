@@ -10,8 +10,17 @@ from click.testing import CliRunner
 
 from wae_deploy import doctor
 from wae_deploy.cli import main
-from wae_deploy.doctor import (TargetState, clocks_from_show, cpu_info, diagnose, gpu_info, jetson_info,
-                               precision_row, target_state, trt_pairing)
+from wae_deploy.doctor import (
+    TargetState,
+    clocks_from_show,
+    cpu_info,
+    diagnose,
+    gpu_info,
+    jetson_info,
+    precision_row,
+    target_state,
+    trt_pairing,
+)
 
 
 def _run(*args):

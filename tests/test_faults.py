@@ -27,10 +27,10 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from fixtures_small import assert_clean_error, cli_command, cli_env, listing, run_cli, tiny_ckpt, tiny_onnx  # noqa: F401
 
-from fixtures_small import (assert_clean_error, cli_command, cli_env, listing, run_cli,  # noqa: F401
-                            tiny_ckpt, tiny_onnx)
-from wae_deploy import atomic, data as data_mod, onnx_meta
+from wae_deploy import atomic, onnx_meta
+from wae_deploy import data as data_mod
 from wae_deploy.cli import main
 from wae_deploy.errors import UserError
 from wae_deploy.preprocess import CIFAR
@@ -154,7 +154,7 @@ def test_two_builds_of_the_same_artifact_at_once(tiny_onnx, tmp_path):  # noqa: 
     procs = [subprocess.Popen(cli_command() + [str(a) for a in args], env=cli_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
-    for p, (stdout, stderr) in zip(procs, results):
+    for p, (_, stderr) in zip(procs, results):
         assert p.returncode == 0, stderr
     check_artifact(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no partial or old folders left

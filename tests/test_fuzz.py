@@ -26,12 +26,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from fixtures_small import tiny_ckpt, tiny_onnx  # noqa: F401 - session fixtures
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper
 from PIL import Image
 
-from fixtures_small import tiny_ckpt, tiny_onnx  # noqa: F401 - session fixtures
-from wae_deploy import checkpoint, data as data_mod, onnx_meta
+from wae_deploy import checkpoint, onnx_meta
+from wae_deploy import data as data_mod
 from wae_deploy.bench import results as R
 from wae_deploy.errors import UserError
 from wae_deploy.preprocess import CIFAR, IMAGENET, MAX_IMAGE_PIXELS

@@ -15,17 +15,16 @@ import os
 import pickle
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 from click.testing import CliRunner
-
 from fixtures_small import assert_clean_error, listing, run_cli, tiny_ckpt, tiny_onnx, write_images  # noqa: F401
-from wae_deploy.cli import main
 
+from wae_deploy.cli import main
 
 # ----------------------------------------------------------------------------- bad files, made per case
 

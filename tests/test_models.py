@@ -11,8 +11,15 @@ from wae_deploy.errors import UserError
 from wae_deploy.models import FAMILIES, Decomposed, create_model, default_preprocessing, list_archs, parse_arch
 from wae_deploy.models.assemble import Plain, Resized
 from wae_deploy.models.flops import baseline_of, count, theoretical_speedup
-from wae_deploy.models.wae import (DWT97, WAEDecoder, WAEEncoder, decomposition_stats, energy_loss,
-                                   reconstruction_loss, wae_loss)
+from wae_deploy.models.wae import (
+    DWT97,
+    WAEDecoder,
+    WAEEncoder,
+    decomposition_stats,
+    energy_loss,
+    reconstruction_loss,
+    wae_loss,
+)
 from wae_deploy.preprocess import CIFAR, IMAGENET
 
 PAPER_SCALE = [a for a in list_archs() if parse_arch(a)[1].preprocessing == IMAGENET]

@@ -62,7 +62,8 @@ def main():
 
 @main.command()
 @click.option("--arch", required=True, help="e.g. wae-resnet20, resnet20, resnet20-resized, resnet20-dwt.")
-@click.option("--data", type=click.Path(), help="Data root [default: $WAE_DATA, ../shared/data/cifar10, or a download].")
+@click.option("--data", type=click.Path(),
+              help="Data root [default: $WAE_DATA, ../shared/data/cifar10, or a download].")
 @click.option("-o", "--out", type=click.Path(), help="Checkpoint path [default: ./<arch>.pt].")
 @click.option("--epochs", default=20, show_default=True, help="Classifier + joint epochs.")
 @click.option("--wae-epochs", default=3, show_default=True, help="Stage 1: WAE alone (WAE models only).")
@@ -85,7 +86,8 @@ def train(arch, data, out, threads, **kw):
 
     from . import modelcard
     from .models import parse_arch
-    from .train import TrainConfig, train as run
+    from .train import TrainConfig
+    from .train import train as run
 
     parse_arch(arch)
     if threads:
@@ -175,7 +177,8 @@ def inspect_command(ckpt, images, out, data, count):
     """Picture a WAE checkpoint's split (I_L, I_H, reconstruction) and its cost per branch."""
     from rich.console import Console
 
-    from .inspect import inspect as run, render_table, summary_lines
+    from .inspect import inspect as run
+    from .inspect import render_table, summary_lines
 
     result = run(ckpt, images=images, out=out, data=data, count=count)
     Console(highlight=False).print(render_table(result))
@@ -281,7 +284,9 @@ SUITES = {
 def bench(targets, models, suite, precisions, batches, data, eval_size, calib_size, workdir, threads, min_time,
           out, markdown, plot, junit, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update):
     """Measure accuracy and interleaved latency of WAE models against their baselines; gate on regressions."""
-    from .bench import gate as G, report, results as R
+    from .bench import gate as G
+    from .bench import report
+    from .bench import results as R
     from .bench.suite import BenchConfig, run
 
     previous = R.load(recorded) if recorded and not update else None  # a bad file fails before any work

@@ -39,10 +39,10 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, idx) -> "ImageSet":
+    def subset(self, idx) -> ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], self.classes)
 
-    def sample(self, n: int, seed: int = 0) -> "ImageSet":
+    def sample(self, n: int, seed: int = 0) -> ImageSet:
         """A deterministic random sample of n images (all of them if n >= len)."""
         if n >= len(self):
             return self

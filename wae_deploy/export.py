@@ -183,7 +183,8 @@ def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MI
         arch=ckpt.arch, classes=ckpt.classes, preprocessing=spec,
         config={**ckpt.config, "decomposition": getattr(model, "kind", "plain")},
         checkpoint_sha256=checkpoint.sha256(ckpt_path), version=__version__,
-        extra={"metrics": ckpt.metrics.get("test", {}), **({"untrained": True} if ckpt.metrics.get("untrained") else {})})
+        extra={"metrics": ckpt.metrics.get("test", {}),
+               **({"untrained": True} if ckpt.metrics.get("untrained") else {})})
 
     final, used, note = raw, "none", None
     if simplifier != "none":
@@ -195,7 +196,8 @@ def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MI
     check = {}
     if verify > 0:
         with torch.no_grad():
-            reference = torch.cat([model(torch.from_numpy(images[i:i + 256])) for i in range(0, len(images), 256)]).numpy()
+            reference = torch.cat([model(torch.from_numpy(images[i:i + 256]))
+                                   for i in range(0, len(images), 256)]).numpy()
         check = parity(reference, ort_logits(final, images, 256 if batch is None else batch))
         if used != "none" and not _passes(check):
             note = (f"{used} broke parity (max |diff| {check['max_abs_diff']:.2e}, top-1 agreement "

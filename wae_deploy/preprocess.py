@@ -34,7 +34,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
+    def from_dict(cls, d: dict) -> Preprocessing:
         try:
             spec = cls(resize=int(d["resize"]), crop=int(d["crop"]), mean=tuple(map(float, d["mean"])),
                        std=tuple(map(float, d["std"])), channel_order=str(d.get("channel_order", "RGB")),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import checkpoint
 from .data import default_data_root, load_split
-from .models.flops import baseline_of, count
 from .models import create_model
+from .models.flops import baseline_of, count
 from .train import evaluate
 
 # (row label, checkpoint stem, score) in the paper's order; "main" scores the classifier head alone.
@@ -41,7 +41,8 @@ def measure(folder: Path) -> list[dict]:
         if score == "main":  # the classifier head alone: the paper's "I_L alone" row
             acc = {"top1": acc["top1_main_head"], "top5": acc["top5_main_head"], "n": acc["n"]}
         macs = count(model, size)
-        base = count(create_model(baseline_of(ckpt.arch), num_classes=ckpt.config["num_classes"], input_size=size), size)
+        base_model = create_model(baseline_of(ckpt.arch), num_classes=ckpt.config["num_classes"], input_size=size)
+        base = count(base_model, size)
         main_only = macs.macs.get("encoder", 0) + macs.macs.get("main", 0) if score == "main" else macs.total_macs
         rows.append({"label": label, "stem": stem, "top1": acc["top1"], "top5": acc["top5"], "n": acc["n"],
                      "macs": main_only, "speedup": base.total_macs / main_only,
@@ -56,7 +57,8 @@ def render(rows: list[dict]) -> str:
            "2-core x86 CPU; scored on the 10,000-image test split by `python -m wae_deploy.reference_table models`.",
            "Each checkpoint has a model card (`<name>.md`) with the exact command. Multiply-adds are per 32x32",
            "image; the theoretical speed-up is the full-resolution ResNet-20's multiply-adds over the model's.", "",
-           "| model | checkpoint | top-1 % | top-5 % | top-1 err % | top-5 err % | MACs (M) | theoretical speed-up | train min |",
+           "| model | checkpoint | top-1 % | top-5 % | top-1 err % | top-5 err % | MACs (M) | theoretical speed-up "
+           "| train min |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("missing"):

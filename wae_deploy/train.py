@@ -15,11 +15,10 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -229,7 +228,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
             order = torch.randperm(len(train_set), generator=gen)
             model.train()
             totals = {"loss": 0.0, "correct": 0, "seen": 0}
-            task = progress.add_task(f"{cfg.arch} {stage} {epoch + 1}/{n_epochs}", total=steps_per_epoch) if progress else None
+            task = (progress.add_task(f"{cfg.arch} {stage} {epoch + 1}/{n_epochs}", total=steps_per_epoch)
+                    if progress else None)
             for step in range(steps_per_epoch):
                 idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                 x = norm(augment(images[idx], gen)).contiguous(memory_format=torch.channels_last)

@@ -1,4 +1,4 @@
-"""Wall-clock latency of several callables timed interleaved, and this machine's matmul peak.
+"""Wall-clock latency of several callables timed interleaved.
 
     stats = measure_interleaved({"vgg16": lambda: a.infer(x), "wae-vgg16": lambda: b.infer(x)}, batch=8)
     stats["vgg16"].median_ms, stats["vgg16"].throughput_ips
@@ -17,16 +17,11 @@ the ratio depends on the order.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-
-from ..errors import UserError
 
 
 @dataclass
@@ -213,71 +208,3 @@ def order_effect(a: LatencyStats, b: LatencyStats) -> dict:
     out["relative_difference"] = (abs(out["a_first"] - out["b_first"]) / min(out["a_first"], out["b_first"])
                                   if None not in (out["a_first"], out["b_first"]) else None)
     return out
-
-
-# ---- the machine's peak, measured in the runtime that runs the models ----
-
-PEAK_RUNTIMES = ("ort", "openvino")
-
-
-def matmul_onnx(path: str | os.PathLike, n: int = 2048, seed: int = 0) -> Path:
-    """Write a one-node ONNX model Y = X @ W (n x n float32, W a constant like a layer's weights)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.random.default_rng(seed).standard_normal((n, n), dtype=np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W"], ["Y"])], "matmul_peak",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])],
-        initializer=[numpy_helper.from_array(w, "W")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8  # readable by older runtimes too
-    onnx.save(model, str(path))
-    return Path(path)
-
-
-def _physical_cores() -> int:
-    from .environment import core_counts
-
-    return core_counts()["physical"] or os.cpu_count() or 1
-
-
-def matmul_peak_gflops(runtime: str, n: int = 2048, threads: int | None = None, min_time_s: float = 1.0,
-                       min_iters: int = 5) -> float:
-    """FP32 GFLOP/s of an n x n matrix product in `runtime` ('ort' or 'openvino') on the CPU.
-
-    A large matmul is the best case of a runtime's kernels, so a model's GFLOP/s divided by
-    this is how close it runs to what the hardware gives through that runtime. Uses the
-    median time of the runs (2 n^3 flops each), all physical cores unless `threads` is given,
-    and the same settings as the benchmark: ORT without spinning, OpenVINO forced to f32
-    (its CPU default is bf16 on CPUs that have it).
-    """
-    threads = threads or _physical_cores()
-    x = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    with tempfile.TemporaryDirectory(prefix="wae-peak-") as tmp:
-        path = matmul_onnx(Path(tmp) / "matmul.onnx", n)
-        if runtime in ("ort", "onnxruntime"):
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-            def fn():
-                sess.run(None, {"X": x})
-        elif runtime in ("openvino", "ov"):
-            import openvino as ov
-
-            core = ov.Core()
-            compiled = core.compile_model(core.read_model(str(path)), "CPU", {
-                "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
-            request = compiled.create_infer_request()
-            def fn():
-                request.infer({0: x})
-        else:
-            raise UserError(f"no matmul peak for runtime {runtime!r}; known: {', '.join(PEAK_RUNTIMES)}")
-        stats = measure_interleaved({"matmul": fn}, warmup_iters=2, warmup_s=0.0, min_iters=min_iters,
-                                    min_time_s=min_time_s, max_time_s=max(30.0, min_time_s))["matmul"]
-    return 2.0 * n**3 / (stats.median_ms / 1e3) / 1e9

@@ -114,8 +114,10 @@ def markdown(results: dict, gate: GateResult | None = None) -> str:
                        f"{_num(ci[0], '.2f')}–{_num(ci[1], '.2f')} | "
                        f"{'–' if oe is None else f'{100 * oe:.1f}%'} |")
     if results.get("peaks"):
-        out += ["", "## Measured peak (large FP32 matmul in the same runtime)", ""]
-        out += [f"- {rt}: {_num(p.get('fp32_gflops'), '.0f')} GFLOP/s" for rt, p in results["peaks"].items()]
+        out += ["", "## Measured peak", "",
+                "The fastest large matmul in the same runtime and precision; \"% peak\" divides by it.", ""]
+        out += [f"- {rt}: " + ", ".join(f"{c} {_num(g, '.0f')}" for c, g in p.get("gflops", {}).items()) + " GFLOP/s"
+                for rt, p in results["peaks"].items()]
     out += ["", "## Environment", "", *_environment_lines(results)]
     ts = results.get("tegrastats")
     if ts:

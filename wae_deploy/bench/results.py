@@ -6,14 +6,14 @@
     fill_speedups(results)
     save(results, "benchmarks/cpu-cifar10.json");   load("benchmarks/cpu-cifar10.json")
 
-Schema version 1 (the full field list with units is in SCHEMA.md next to this file):
+Schema version 2 (the full field list with units is in SCHEMA.md next to this file):
 
-    {"format": "wae-deploy-bench", "schema_version": 1,
+    {"format": "wae-deploy-bench", "schema_version": 2,
      "created": "2025-01-31T12:00:00Z",           # UTC, ISO 8601
      "command": "wae-deploy bench ..." | null,
      "environment": {...},                        # environment.fingerprint()
      "suite": {"name": str, ...},                 # free-form description of what was run
-     "peaks": {"ort": {"fp32_gflops": float, "matmul_n": int}, ...},
+     "peaks": {"ort": {"matmul_n": int, "gflops": {"fp32": float, "int8": float}}, ...},
      "tegrastats": {...} | null,                  # environment.summarize_tegrastats() on a Jetson
      "comparisons": [{"a", "b", "target", "precision", "batch", "ratio", "ci95", "by_order"}],
      "entries": [{"model", "arch", "baseline", "target", "precision", "batch", "artifact",
@@ -24,8 +24,10 @@ Schema version 1 (the full field list with units is in SCHEMA.md next to this fi
                   "gmacs", "gflops_per_s", "efficiency_of_peak",
                   "speedup_vs_baseline", "speedup_vs_fp32_baseline"}]}
 
-Readers ignore fields they do not know, so adding an optional field keeps version 1; renaming,
-removing or changing the meaning of a field raises SCHEMA_VERSION.
+Readers ignore fields they do not know, so adding an optional field keeps the version; renaming,
+removing or changing the meaning of a field raises SCHEMA_VERSION. Version 2: `peaks` holds one
+peak per compute precision, and `efficiency_of_peak` compares with the entry's own precision
+(version 1 compared every precision with the FP32 peak).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from ..errors import UserError
 from .latency import LatencyStats, order_effect, ratio_ci
 
 FORMAT = "wae-deploy-bench"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REQUIRED_ENTRY = ("model", "target", "precision", "batch", "latency")
 
 
@@ -138,7 +140,7 @@ def _clean(x):
 
 
 def problems(results) -> list[str]:
-    """What makes `results` unreadable as schema version 1 ([] when fine)."""
+    """What makes `results` unreadable as this schema version ([] when fine)."""
     if not isinstance(results, dict):
         return [f"expected a JSON object, found {type(results).__name__}"]
     if results.get("format") != FORMAT:

@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -29,8 +29,11 @@ from ..models import create_model
 from ..models.flops import baseline_of, count
 from ..targets import get_target
 from ..targets.base import MANIFEST
-from . import environment, results as R
-from .latency import matmul_peak_gflops, measure_interleaved
+from . import environment
+from . import results as R
+from .latency import measure_interleaved
+from .peak import RUNTIMES as PEAK_RUNTIMES
+from .peak import measure_peaks, peak_for
 
 # The paper's table, beside which the paper-scale suite's speed-ups are shown.
 PAPER_SPEEDUP = {"cpu": 3.13, "gpu": 2.59, "theoretical": 3.76}
@@ -125,7 +128,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
 
     # One evaluation set per preprocessing spec (every model in a suite normally shares one).
     eval_sets = {}
-    for name, info in infos.items():
+    for info in infos.values():
         key = repr(info.preprocessing)
         if key not in eval_sets:
             root = Path(cfg.data) if cfg.data else default_data_root(info.preprocessing)
@@ -133,10 +136,8 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
             eval_sets[key] = data.sample(cfg.eval_size, seed=1) if cfg.eval_size else data
     threads = cfg.threads or os.cpu_count()
     env = environment.fingerprint(threads)
-    peaks = {}
-    for t in targets:
-        if t.name in ("ort", "openvino"):
-            peaks[t.name] = {"fp32_gflops": matmul_peak_gflops(t.name, threads=threads), "matmul_n": 2048}
+    peaks = {t.name: measure_peaks(t.name, [p for p in (cfg.precisions or t.precisions) if p in t.precisions],
+                                   threads) for t in targets if t.name in PEAK_RUNTIMES}
     out = R.new_results(env, {"name": cfg.suite, "models": list(infos), "batches": cfg.batches,
                               "eval_images": len(next(iter(eval_sets.values()))) if cfg.accuracy else 0,
                               "threads": threads}, peaks=peaks)
@@ -169,7 +170,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
                                 model=name, arch=archs[name], baseline=baseline[name], target=t.name,
                                 precision=precision, batch=batch, latency=stats[name], artifact=artifacts[name],
                                 accuracy=accuracy.get(name), gmacs=macs[name],
-                                peak_gflops=peaks.get(t.name, {}).get("fp32_gflops"),
+                                peak_gflops=peak_for(peaks, t.name, precision),
                                 preprocess_ms_per_image=prep[name]))
                             if baseline[name]:
                                 cmp = R.make_comparison(baseline[name], name, stats[baseline[name]], stats[name],

@@ -12,8 +12,8 @@ trained with lambda = 0; "I_L alone" is a trained wae-<net> scored by its classi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -25,7 +25,7 @@ from ..errors import UserError
 class Runner(ABC):
     """A loaded artifact. Context manager: resources are held between __enter__ and __exit__."""
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc) -> None:
