@@ -13,14 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).with_name("wae-deploy"))
 BENCH = [CLI, "bench", "--target", "ort", "--target", "openvino", "--precision", "fp32,int8",
          "--eval-size", "2000", "--min-time", "2", "--workdir", "build/gate-noise"]
-RECORDED = ROOT / "benchmarks/ci-cpu.json"
+RECORDED = "benchmarks/ci-cpu.json"  # relative: it is recorded in the results' command line
 
 
 def main(runs: int = 5) -> None:
-    subprocess.run(BENCH + ["--compare", str(RECORDED), "--update"], check=True, cwd=ROOT, capture_output=True)
+    subprocess.run(BENCH + ["--compare", RECORDED, "--update"], check=True, cwd=ROOT, capture_output=True)
     outcomes = []
     for i in range(runs):
-        p = subprocess.run(BENCH + ["--compare", str(RECORDED)], cwd=ROOT, capture_output=True, text=True)
+        p = subprocess.run(BENCH + ["--compare", RECORDED], cwd=ROOT, capture_output=True, text=True)
         failed = [line for line in (p.stdout + p.stderr).splitlines() if line.startswith("FAIL")]
         outcomes.append({"run": i + 1, "exit": p.returncode, "failed_checks": failed})
         print(outcomes[-1], flush=True)
