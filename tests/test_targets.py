@@ -212,6 +212,19 @@ def test_accuracy_bounded_build_meets_a_loose_bound_in_one_step(artifacts):
     assert not any(p.name.startswith(".") for p in path.parent.iterdir()), "a temporary folder was left"
 
 
+@pytest.mark.parametrize("target", ["ort", "openvino"])
+def test_per_layer_search_runs_through_nncf(wae_onnx, cifar_test, images, reference, tmp_path, target):
+    """NNCF's accuracy control calls back into our validation with its own raw items and models."""
+    t = get_target(target)
+    assert t.accuracy_control
+    held_out = cifar_test.sample(60, seed=3)
+    calib = cifar_test.sample(CALIB, seed=4)
+    manifest = t.build(wae_onnx, "int8", calib, tmp_path / "a", accuracy_control=(held_out, 0.5))
+    assert manifest["accuracy_control"] is True
+    logits = infer(tmp_path / "a", target, images)
+    assert logits.shape == reference.shape and np.isfinite(logits).all()
+
+
 def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -96,7 +96,7 @@ def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Pa
         if drop <= max_accuracy_drop:
             break
     else:
-        if target.name == "openvino" and precision == "int8":
+        if target.accuracy_control and precision == "int8":
             log("  per-layer search (NNCF accuracy control) ...")
             manifest = target.build(onnx_path, precision, calib, out, keep_float=tuple(keep_float), meta=meta,
                                     accuracy_control=(held_out, max_accuracy_drop))

@@ -59,30 +59,50 @@ def quiet():
             logger.setLevel(level)
 
 
-def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_name: str | None = None):
-    """NNCF post-training quantization of an onnx.ModelProto or an openvino.Model."""
+def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_name: str | None = None,
+             accuracy_control: tuple[ImageSet, float] | None = None):
+    """NNCF post-training quantization of an onnx.ModelProto or an openvino.Model.
+
+    With `accuracy_control=(held_out, max_drop_points)`, NNCF's per-layer search: it ranks the
+    quantized layers by the top-1 they cost on `held_out` and reverts the worst to float until
+    the drop is at most `max_drop_points`.
+    """
     import nncf
 
+    common = dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
+                  ignored_scope=ignored_scope(keep_float) if keep_float else None)
     with quiet():
-        return nncf.quantize(model, calibration_dataset(calib, spec, input_name),
-                             preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
-                             ignored_scope=ignored_scope(keep_float) if keep_float else None)
-
-
-def quantize_with_accuracy_control(model, calib: ImageSet, held_out: ImageSet, spec: Preprocessing,
-                                   max_drop_points: float, keep_float=(), input_name: str | None = None):
-    """NNCF's per-layer search: reverts the most harmful layers to float until top-1 holds."""
-    import nncf
-
-    labels = held_out.labels
-
-    def validate(compiled, items):  # compiled: an OpenVINO CompiledModel
-        logits = np.concatenate([compiled(x)[0] for x in items])
-        hits = (logits.argmax(1) == labels[:len(logits)]).astype(np.float32)
-        return float(hits.mean()), list(hits)
-
-    with quiet():
+        if accuracy_control is None:
+            return nncf.quantize(model, calibration_dataset(calib, spec, input_name), **common)
+        held_out, max_drop_points = accuracy_control
         return nncf.quantize_with_accuracy_control(
             model, calibration_dataset(calib, spec, input_name), calibration_dataset(held_out, spec, input_name),
-            validate, max_drop=max_drop_points / 100.0, preset=nncf.QuantizationPreset.PERFORMANCE,
-            subset_size=len(calib), ignored_scope=ignored_scope(keep_float) if keep_float else None)
+            _top1_validator(held_out, spec), max_drop=max_drop_points / 100.0, **common)
+
+
+def _top1_validator(held_out: ImageSet, spec: Preprocessing):
+    """NNCF's validation_fn: (model, raw items) -> (top-1, a hit per item).
+
+    The raw items are image indices (a subset while NNCF ranks layers), so the transform and
+    the labels are applied here. The model is an OpenVINO CompiledModel, or an
+    onnx.ModelProto that needs a session; NNCF calls this once per item while ranking, so
+    the session of the last model is kept.
+    """
+    last = {}
+
+    def infer(model, x):
+        if hasattr(model, "SerializeToString"):
+            if last.get("model") is not model:
+                import onnxruntime as ort
+
+                sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+                last.update(model=model, sess=sess, name=sess.get_inputs()[0].name)
+            return last["sess"].run(None, {last["name"]: x})[0]
+        return model(x)[0]
+
+    def validate(model, items):
+        hits = [float(infer(model, spec.normalize(held_out.images[i:i + 1])).argmax() == held_out.labels[i])
+                for i in items]
+        return float(np.mean(hits)) if hits else 0.0, hits
+
+    return validate

@@ -4,17 +4,27 @@
     for line in g.lines(): print(line)      # one line per failed check (or the refusal)
     sys.exit(g.exit_code)                   # 0 pass, 1 regression, 2 refused (not comparable)
 
-Default tolerances come from the recorded measurement, not from a guess:
-- latency: a slow-down beyond max(3 x the recorded coefficient of variation, 5%) of the
-  recorded median. 3 cv is wide on purpose: the median of one run moves with the machine's
-  state from run to run (other load, clocks, heat) much more than its sampling error says;
-  the 5% floor keeps a very quiet recording from alarming on ordinary drift.
-- accuracy: a top-1 drop beyond max(2 binomial standard errors of the recorded top-1 on its
-  n images, 0.1 point). The same images through the same runtime give the same answer, so
-  any drop comes from a changed model or runtime; 2 standard errors is the smallest change
-  the evaluation set can tell apart from a different sample of images.
-- speed-up against the baseline (when both runs have it): a fall by more than the latency
-  tolerance. The ratio is measured interleaved, so it survives a uniformly slower machine.
+What is checked, with tolerances from the recorded run's own noise rather than a guess:
+- accuracy, per entry: a top-1 drop beyond max(2 binomial standard errors of the recorded
+  top-1 on its n images, 0.1 point). The same images through the same runtime give the same
+  answer, so a drop comes from a changed model or runtime; 2 standard errors is the smallest
+  change the evaluation set can tell apart from a different sample of images.
+- speed-up over the baseline, per entry: a fall beyond max(3 x the recorded coefficient of
+  variation, 5%). The ratio is measured interleaved, so it survives a machine that is slower
+  as a whole; this is the check that protects the WAE's claim.
+- latency, per (target, precision): the geometric mean over its entries of the best-case
+  (fastest call) latency now over the recorded one, beyond max(4 x the median recorded
+  coefficient of variation of those entries, 5%). Catches what slows every model alike (a
+  lost graph optimisation, wrong threads).
+
+Why latency is not checked entry by entry, and why the multipliers are 3 and 4: on a shared
+machine one entry's latency moves far more from run to run than within a run. On the
+project's 2-core machine, 13 unchanged runs compared pairwise (156 ordered pairs) moved single
+medians by up to 2.6x, and no per-entry latency rule both stayed silent and caught a 1.5x
+slow-down. The rules above raised no false alarm in those pairs, while catching a 1.5x
+slow-down of one WAE model in 82% of them and a 2x slow-down of a whole target in all;
+a 1.3x change is within this machine's noise. benchmarks/gate-noise.json checks them again
+on fresh runs.
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ from dataclasses import dataclass, field
 from .environment import compare_fingerprints
 
 SLOWDOWN_FLOOR = 0.05
-SLOWDOWN_CVS = 3.0
+SPEEDUP_CVS = 3.0
+LATENCY_CVS = 4.0
 ACCURACY_FLOOR_PTS = 0.1
 ACCURACY_SES = 2.0
 
@@ -69,9 +80,15 @@ def _label(e: dict) -> str:
     return f"{e['model']} {e['target']} {e['precision']} b{e['batch']}"
 
 
-def slowdown_tolerance(recorded_entry: dict) -> float:
-    cv = recorded_entry["latency"].get("cv") or 0.0
-    return max(SLOWDOWN_CVS * cv, SLOWDOWN_FLOOR)
+def speedup_tolerance(recorded_entry: dict) -> float:
+    """How far the speed-up over the baseline may fall (a fraction), from the entry's noise."""
+    return max(SPEEDUP_CVS * (recorded_entry["latency"].get("cv") or 0.0), SLOWDOWN_FLOOR)
+
+
+def latency_tolerance(recorded_entries: list[dict]) -> float:
+    """How far a group's best-case latency may rise (a fraction), from its entries' noise."""
+    cvs = sorted(e["latency"].get("cv") or 0.0 for e in recorded_entries)
+    return max(LATENCY_CVS * cvs[len(cvs) // 2], SLOWDOWN_FLOOR)
 
 
 def accuracy_tolerance(recorded_accuracy: dict) -> float:
@@ -81,19 +98,23 @@ def accuracy_tolerance(recorded_accuracy: dict) -> float:
     return max(ACCURACY_SES * se, ACCURACY_FLOOR_PTS)
 
 
-def _latency_check(cur: dict, rec: dict, max_slowdown: float | None) -> Check:
-    tol = max_slowdown if max_slowdown is not None else slowdown_tolerance(rec)
-    a, b = cur["latency"]["median_ms"], rec["latency"]["median_ms"]
-    change = a / b - 1.0
-    return Check(f"latency {_label(rec)}", change <= tol,
-                 f"median {a:.3f} ms vs recorded {b:.3f} ms ({change:+.1%}, tolerance +{tol:.1%})")
+def _latency_check(pairs: list[tuple[dict, dict]], max_slowdown: float | None) -> Check:
+    """pairs: (current, recorded) entries of one target and precision."""
+    target, precision = pairs[0][1]["target"], pairs[0][1]["precision"]
+    ratios = [(cur["latency"]["min_ms"] / rec["latency"]["min_ms"], rec) for cur, rec in pairs]
+    change = math.exp(sum(math.log(r) for r, _ in ratios) / len(ratios)) - 1.0
+    tol = max_slowdown if max_slowdown is not None else latency_tolerance([rec for _, rec in pairs])
+    worst, wrec = max(ratios, key=lambda x: x[0])
+    return Check(f"latency {target} {precision}", change <= tol,
+                 f"best-case latency {change:+.1%} against the recorded run over {len(pairs)} entries "
+                 f"(tolerance +{tol:.1%}; most: {wrec['model']} b{wrec['batch']} {worst - 1:+.1%})")
 
 
 def _speedup_check(cur: dict, rec: dict, max_slowdown: float | None) -> Check | None:
     a, b = cur.get("speedup_vs_baseline"), rec.get("speedup_vs_baseline")
     if a is None or b is None:
         return None
-    tol = max_slowdown if max_slowdown is not None else slowdown_tolerance(rec)
+    tol = max_slowdown if max_slowdown is not None else speedup_tolerance(rec)
     change = a / b - 1.0
     return Check(f"speedup {_label(rec)}", change >= -tol,
                  f"speed-up over {rec.get('baseline')} {a:.2f}x vs recorded {b:.2f}x ({change:+.1%}, "
@@ -133,14 +154,16 @@ def compare(current: dict, recorded: dict, max_accuracy_drop: float | None = Non
     checks: list[Check] = []
     if diff:  # allowed: keep the differences in the report, as a passing check
         checks.append(Check("environment", True, "differs from the recorded run (allowed): " + "; ".join(diff)))
+    groups: dict[tuple, list] = {}
     for rec in recorded["entries"]:
         cur = now.get(_key(rec))
         if cur is None:
             if require_all:
                 checks.append(Check(f"present {_label(rec)}", False, "recorded but not measured in this run"))
             continue
-        checks.append(_latency_check(cur, rec, max_slowdown))
+        groups.setdefault((rec["target"], rec["precision"]), []).append((cur, rec))
         for c in (_speedup_check(cur, rec, max_slowdown), _accuracy_check(cur, rec, max_accuracy_drop)):
             if c is not None:
                 checks.append(c)
+    checks += [_latency_check(pairs, max_slowdown) for pairs in groups.values()]
     return GateResult(checks)

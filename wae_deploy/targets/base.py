@@ -42,6 +42,9 @@ class Runner(ABC):
 class Target(ABC):
     name: str
     precisions: tuple[str, ...]
+    # Whether build() takes accuracy_control=(held_out, max_drop_points): NNCF's per-layer
+    # search, which keeps the layers that cost most accuracy in float.
+    accuracy_control: bool = False
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:
@@ -49,11 +52,13 @@ class Target(ABC):
 
     @abstractmethod
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
-              keep_float: tuple[str, ...] = (), meta: dict | None = None) -> dict:
+              keep_float: tuple[str, ...] = (), meta: dict | None = None,
+              accuracy_control: tuple[ImageSet, float] | None = None) -> dict:
         """Write the artifact folder for `precision` to `out` (atomically); return its manifest.
 
         `keep_float` names model parts (quantize.PARTS) or node-name patterns left unquantized;
-        `meta` (source model, calibration set, tool versions) goes into the manifest.
+        `meta` (source model, calibration set, tool versions) goes into the manifest;
+        `accuracy_control` only where the target's `accuracy_control` says so.
         """
 
     @abstractmethod

@@ -79,25 +79,29 @@ class OnnxRuntimeRunner(Runner):
 class OnnxRuntimeTarget(Target):
     name = "ort"
     precisions = ("fp32", "int8")
+    accuracy_control = True
 
     def available(self) -> tuple[bool, str]:
         v = _version()
         return (True, v) if v else (False, "onnxruntime is not installed (pip install onnxruntime)")
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
-              keep_float: tuple[str, ...] = (), meta: dict | None = None) -> dict:
+              keep_float: tuple[str, ...] = (), meta: dict | None = None,
+              accuracy_control: tuple[ImageSet, float] | None = None) -> dict:
         t0 = time.perf_counter()
         model = onnx_meta.load_model(onnx_path)
         info = onnx_meta.from_model(model, str(onnx_path))
         if precision == "int8":
             from ..quantize import quantize
 
-            model = quantize(model, calib, info.preprocessing, keep_float, input_name=model.graph.input[0].name)
+            model = quantize(model, calib, info.preprocessing, keep_float, input_name=model.graph.input[0].name,
+                             accuracy_control=accuracy_control)
             onnx_meta.write(model, info)  # NNCF keeps metadata on most versions; make sure
         with atomic.atomic_dir(out) as tmp:
             onnx.save(model, str(tmp / MODEL))
             manifest = {"target": self.name, "runtime_version": _version(), "precision": precision,
                         "executed": executed_precisions(tmp / MODEL), "keep_float": list(keep_float),
+                        "accuracy_control": accuracy_control is not None,
                         "build_seconds": round(time.perf_counter() - t0, 2)}
             manifest = {**(meta or {}), **manifest}
             write_manifest(tmp, manifest)

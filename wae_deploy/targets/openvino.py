@@ -76,6 +76,7 @@ class OpenVINORunner(Runner):
 class OpenVINOTarget(Target):
     name = "openvino"
     precisions = ("fp32", "bf16", "fp16", "int8")
+    accuracy_control = True
 
     def available(self) -> tuple[bool, str]:
         v = _version()
@@ -92,14 +93,9 @@ class OpenVINOTarget(Target):
         info = onnx_meta.read(onnx_path)
         model = ov.convert_model(str(onnx_path))
         if precision == "int8":
-            from ..quantize import quantize, quantize_with_accuracy_control
+            from ..quantize import quantize
 
-            if accuracy_control:
-                held_out, max_drop = accuracy_control
-                model = quantize_with_accuracy_control(model, calib, held_out, info.preprocessing, max_drop,
-                                                       keep_float)
-            else:
-                model = quantize(model, calib, info.preprocessing, keep_float)
+            model = quantize(model, calib, info.preprocessing, keep_float, accuracy_control=accuracy_control)
         with atomic.atomic_dir(out) as tmp:
             ov.save_model(model, str(tmp / XML), compress_to_fp16=precision == "fp16")
             manifest = {"target": self.name, "runtime_version": _version(), "precision": precision,
