@@ -18,13 +18,12 @@ What is checked, with tolerances from the recorded run's own noise rather than a
   lost graph optimisation, wrong threads).
 
 Why latency is not checked entry by entry, and why the multipliers are 3 and 4: on a shared
-machine one entry's latency moves far more from run to run than within a run. On the
-project's 2-core machine, 13 unchanged runs compared pairwise (156 ordered pairs) moved single
-medians by up to 2.6x, and no per-entry latency rule both stayed silent and caught a 1.5x
-slow-down. The rules above raised no false alarm in those pairs, while catching a 1.5x
-slow-down of one WAE model in 82% of them and a 2x slow-down of a whole target in all;
-a 1.3x change is within this machine's noise. benchmarks/gate-noise.json checks them again
-on fresh runs.
+machine one entry's latency moves far more from run to run than within a run. The multipliers
+were chosen on 13 unchanged runs of the CPU CI bench on the project's 2-core machine, where
+single medians moved by up to 2.8x and no per-entry latency rule both stayed silent and caught
+a 1.5x slow-down. Checked again on 13 fresh runs (benchmarks/gate-noise.json, 156 ordered
+pairs): no false alarm; a 1.5x slow-down of the WAE models caught in 66% of pairs, a 2x
+slow-down of a whole target in 90%; a 1.3x change is mostly within this machine's noise.
 """
 
 from __future__ import annotations
