@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from wae_deploy.bench import gate
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from wae_deploy.bench import gate  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("wae-deploy"))
 BENCH = [CLI, "bench", "--target", "ort", "--target", "openvino", "--precision", "fp32,int8",

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wae_deploy import checkpoint
+from wae_deploy.data import default_data_root, load_split
+from wae_deploy.models.assemble import create_model
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from wae_deploy import checkpoint  # noqa: E402
-from wae_deploy.data import default_data_root, load_split  # noqa: E402
-from wae_deploy.models.assemble import create_model  # noqa: E402
 
 DEFAULT = ["models/wae-resnet20.pt", "models/wae-resnet20-noenergy.pt", "models/resnet20-dwt.pt"]
 

@@ -9,18 +9,17 @@ of the test split. The score below is on all 10,000 test images.
 
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
+from wae_deploy import onnx_meta
+from wae_deploy.build import build
+from wae_deploy.data import default_data_root, load_split
+from wae_deploy.export import export
+from wae_deploy.metrics import evaluate_runner
+from wae_deploy.targets import get_target
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from wae_deploy import onnx_meta  # noqa: E402
-from wae_deploy.build import build  # noqa: E402
-from wae_deploy.data import default_data_root, load_split  # noqa: E402
-from wae_deploy.export import export  # noqa: E402
-from wae_deploy.metrics import evaluate_runner  # noqa: E402
-from wae_deploy.targets import get_target  # noqa: E402
 
 POLICIES = {"nncf defaults": {}, "encoder + high in float": {"keep_float": ("encoder", "high")},
             "--max-accuracy-drop 0.5": {"max_accuracy_drop": 0.5}}

@@ -80,13 +80,13 @@ def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_n
             _top1_validator(held_out, spec), max_drop=max_drop_points / 100.0, **common)
 
 
-def _top1_validator(held_out: ImageSet, spec: Preprocessing):
+def _top1_validator(held_out: ImageSet, spec: Preprocessing, batch: int = 100):
     """NNCF's validation_fn: (model, raw items) -> (top-1, a hit per item).
 
     The raw items are image indices (a subset while NNCF ranks layers), so the transform and
-    the labels are applied here. The model is an OpenVINO CompiledModel, or an
-    onnx.ModelProto that needs a session; NNCF calls this once per item while ranking, so
-    the session of the last model is kept.
+    the labels are applied here, a batch at a time. The model is an OpenVINO CompiledModel,
+    or an onnx.ModelProto that needs a session; NNCF calls this once per item while ranking,
+    so the session of the last model is kept.
     """
     last = {}
 
@@ -101,8 +101,10 @@ def _top1_validator(held_out: ImageSet, spec: Preprocessing):
         return model(x)[0]
 
     def validate(model, items):
-        hits = [float(infer(model, spec.normalize(held_out.images[i:i + 1])).argmax() == held_out.labels[i])
-                for i in items]
+        idx = np.fromiter(items, dtype=np.int64)
+        chunks = [idx[i:i + batch] for i in range(0, len(idx), batch)]
+        hits = [float(h) for c in chunks
+                for h in infer(model, spec.normalize(held_out.images[c])).argmax(1) == held_out.labels[c]]
         return float(np.mean(hits)) if hits else 0.0, hits
 
     return validate

@@ -7,8 +7,8 @@ A model's GFLOP/s means little alone: a CPU's FP32, BF16 and INT8 peaks differ b
 and a runtime's kernels never reach the datasheet figure. So the reference is the same
 runtime, same threads, same precision, doing the thing its kernels do best (a 2048 x 2048
 GEMM). The runtimes' convolution kernels can beat their own GEMM: on the project's Zen 4
-machine large convolutions reached up to 1.2x it (the core's own limit is ~1.15x the GEMM),
-so a ratio a little above 1 is real; far above 1 means the peak run met a busy machine.
+machine large convolutions reached up to 1.2x it, so a ratio a little above 1 is real; far
+above 1 means the peak run met a busy machine.
 """
 
 from __future__ import annotations

@@ -136,14 +136,14 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
             eval_sets[key] = data.sample(cfg.eval_size, seed=1) if cfg.eval_size else data
     threads = cfg.threads or os.cpu_count()
     env = environment.fingerprint(threads)
-    peaks = {t.name: measure_peaks(t.name, [p for p in (cfg.precisions or t.precisions) if p in t.precisions],
-                                   threads) for t in targets if t.name in PEAK_RUNTIMES}
+    precisions = {t.name: [p for p in (cfg.precisions or t.precisions) if p in t.precisions] for t in targets}
+    peaks = {t.name: measure_peaks(t.name, precisions[t.name], threads) for t in targets if t.name in PEAK_RUNTIMES}
     out = R.new_results(env, {"name": cfg.suite, "models": list(infos), "batches": cfg.batches,
                               "eval_images": len(next(iter(eval_sets.values()))) if cfg.accuracy else 0,
                               "threads": threads}, peaks=peaks)
     with environment.Tegrastats() as tegra:
         for t in targets:
-            for precision in [p for p in (cfg.precisions or t.precisions) if p in t.precisions]:
+            for precision in precisions[t.name]:
                 artifacts = {p.stem: _artifact(p, t, precision, cfg, log) for p in onnx_paths}
                 runners = {name: t.load(a, threads) for name, a in artifacts.items()}
                 try:

@@ -1,0 +1,60 @@
+"""The validation callback NNCF's accuracy control calls: raw items are indices, in any order."""
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from wae_deploy.data import ImageSet
+from wae_deploy.preprocess import CIFAR
+from wae_deploy.quantize import _top1_validator
+
+LABELS = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8], dtype=np.int64)
+
+
+def _held_out() -> ImageSet:
+    """Image i is a flat grey of 20 * label: a model can read the label off the pixels."""
+    images = np.repeat((LABELS * 20).astype(np.uint8)[:, None, None, None], 8, 1).repeat(8, 2).repeat(3, 3)
+    return ImageSet(images, LABELS, [str(c) for c in range(10)])
+
+
+def _reference_grey() -> np.ndarray:
+    """Channel 0 of each class's flat grey image after normalisation."""
+    flat = (np.arange(10) * 20).astype(np.uint8)[:, None, None, None].repeat(8, 1).repeat(8, 2).repeat(3, 3)
+    return CIFAR.normalize(flat)[:, 0, 0, 0]
+
+
+def oracle(x: np.ndarray, wrong: set[int] = frozenset()) -> np.ndarray:
+    """Logits that pick the class whose grey x shows, except for the classes in `wrong`."""
+    logits = -np.abs(x[:, 0].mean((1, 2))[:, None] - _reference_grey()[None, :])
+    best = logits.argmax(1)
+    for i, c in enumerate(best):
+        if c in wrong:
+            logits[i, c] = -1e9
+    return logits
+
+
+def test_openvino_style_model_scores_the_items_it_is_given():
+    validate = _top1_validator(_held_out(), CIFAR, batch=5)
+    top1, hits = validate(lambda x: [oracle(x)], range(len(LABELS)))
+    assert top1 == 1.0 and hits == [1.0] * len(LABELS)
+    items = [11, 0, 5, 2, 7]  # a subset, out of order, as NNCF passes while ranking layers
+    top1, hits = validate(lambda x: [oracle(x, wrong={8})], iter(items))  # only image 11 is an 8
+    assert hits == [0.0, 1.0, 1.0, 1.0, 1.0] and top1 == 0.8
+    assert validate(lambda x: [oracle(x)], []) == (0.0, [])
+
+
+def test_onnx_model_gets_a_session():
+    ref = _reference_grey().astype(np.float32)
+    # logits = -|mean(channel 0) - ref|, as an ONNX graph
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["images", "s", "e", "ax"], ["c0"]),
+         helper.make_node("ReduceMean", ["c0", "axes"], ["m"], keepdims=0),
+         helper.make_node("Sub", ["m", "ref"], ["d"]), helper.make_node("Abs", ["d"], ["a"]),
+         helper.make_node("Neg", ["a"], ["logits"])], "oracle",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        initializer=[helper.make_tensor(n, TensorProto.INT64, [len(v)], v)
+                     for n, v in (("s", [0]), ("e", [1]), ("ax", [1]), ("axes", [2, 3]))]
+        + [helper.make_tensor("ref", TensorProto.FLOAT, [10], ref)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    top1, hits = _top1_validator(_held_out(), CIFAR, batch=4)(model, range(len(LABELS)))
+    assert top1 == 1.0 and len(hits) == len(LABELS)
