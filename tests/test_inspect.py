@@ -104,7 +104,7 @@ def test_result_numbers(ckpts, tmp_path):
     assert 2 < res.speedup < 4  # ResNet-20 on the half-resolution I_L, plus the encoder's full-resolution convs
     assert res.decoder_params > 0 and res.png == tmp_path / "x.png"
     (stats,) = res.images
-    assert 0 < stats.high_energy_share < 1 and np.isfinite(stats.psnr_db)
+    assert 0 < stats.high_energy_share < 1 and np.isfinite(stats.psnr_db) and -1 <= stats.edge_corr <= 1
 
 
 def test_dwt_checkpoint_has_no_reconstruction(ckpts, data, tmp_path):

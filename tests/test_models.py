@@ -16,7 +16,9 @@ from wae_deploy.models.wae import (
     WAEDecoder,
     WAEEncoder,
     decomposition_stats,
+    edge_correlation,
     energy_loss,
+    init_haar,
     reconstruction_loss,
     wae_loss,
 )
@@ -301,3 +303,50 @@ def test_trained_wae_reconstructs_better_than_bilinear(train_images, heldout_ima
     assert wae_mse < 0.75 * bilinear_mse, (wae_mse, bilinear_mse)
     # ... and the energy penalty has already pushed most of the image into I_L.
     assert decomposition_stats(x, low, high, recon, CIFAR.std)["high_energy_share"] < 0.05
+
+
+# --------------------------------------------------------------------------- Haar start, edge measure
+
+def _haar_wae():
+    torch.manual_seed(0)
+    enc, dec = WAEEncoder(), WAEDecoder()
+    init_haar(enc, dec)
+    return enc.eval(), dec.eval()
+
+
+def test_haar_start_is_the_block_mean_and_inverts_exactly_without_chroma_detail():
+    enc, dec = _haar_wae()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        low, high = enc(x)
+        assert torch.allclose(low, F.avg_pool2d(x, 2), atol=1e-6)
+        # Detail that is the same in every colour (what the three bands keep) comes back exactly.
+        grey = x[:, :1].repeat(1, 3, 1, 1) + torch.randn(2, 3, 1, 1)
+        assert torch.allclose(dec(*enc(grey)), grey, atol=1e-5)
+        # A flat image has no detail; a colour checkerboard's detail is all in the diagonal band.
+        assert enc(torch.full((1, 3, 8, 8), 0.7))[1].abs().max() < 1e-6
+        checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1
+        bands = enc(checker.expand(1, 3, 8, 8))[1]
+    assert bands[0, :2].abs().max() < 1e-6 and torch.allclose(bands[0, 2], -torch.ones(4, 4))
+
+
+def test_haar_start_keeps_trainable_spare_channels():
+    enc, dec = _haar_wae()
+    x = torch.randn(4, 3, 16, 16)
+    low, high = enc(x)
+    (dec(low, high) - x).pow(2).sum().backward()
+    # The 10 channels beyond the +x/-x pairs start unused but not dead: their weights get gradients.
+    assert enc.low.weight.grad[:, 6:].abs().sum() > 0 and dec.from_high[6].weight.grad[:, 6:].abs().sum() > 0
+
+
+def test_edge_correlation(heldout_images):
+    x = heldout_images[:64]
+    enc, _ = _haar_wae()
+    with torch.no_grad():
+        haar = edge_correlation(x, enc(x)[1])
+    # The Haar split's detail is where the edges are; noise of the same size is not.
+    assert haar["gradient"].mean() > 0.4 and haar["lost_detail"].mean() > 0.9
+    noise = edge_correlation(x, torch.randn(64, 3, 16, 16))
+    assert noise["gradient"].abs().mean() < 0.15 and noise["lost_detail"].abs().mean() < 0.15
+    flat = edge_correlation(x[:2], torch.zeros(2, 3, 16, 16))["gradient"]
+    assert torch.equal(flat, torch.zeros(2, dtype=torch.float64))

@@ -91,6 +91,17 @@ def test_same_seed_gives_the_same_numbers(straight, tmp_path):
     assert_same_run(first, again)
 
 
+@pytest.mark.slow
+def test_wae_stage_starts_from_the_haar_split(straight, tmp_path):
+    haar = straight("wae-resnet20")[0]
+    assert haar.provenance["train_config"]["wae_init"] == "haar"
+    random = train(_config("wae-resnet20", tmp_path / "random.pt", wae_init="random", epochs=0, joint_epochs=0),
+                   log=lambda _: None)
+    psnr = {name: c.metrics["history"][1]["psnr_db"] for name, c in (("haar", haar), ("random", random))}
+    # 12 Adam steps: the Haar start (42 dB before any step, 46 dB after 3 full epochs) stays far ahead.
+    assert psnr["haar"] > psnr["random"] + 10, psnr
+
+
 class Interrupt:
     """Stands in for rich's Progress and raises KeyboardInterrupt (Ctrl-C) after `at` training steps."""
 

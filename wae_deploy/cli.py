@@ -72,6 +72,8 @@ def main():
 @click.option("--lr", default=0.2, show_default=True, help="Peak learning rate (one-cycle).")
 @click.option("--lambda", "lambda_energy", default=1.0, show_default=True,
               help="Weight of the energy loss on I_H; 0 is the paper's no-energy ablation.")
+@click.option("--wae-init", type=click.Choice(["haar", "random"]), default="haar", show_default=True,
+              help="Start the WAE from a Haar split, or from random weights.")
 @click.option("--gamma", default=1e-3, show_default=True, help="Weight of the WAE loss in joint training.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: on where the CPU has AVX512-BF16].")

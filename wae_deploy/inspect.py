@@ -48,6 +48,7 @@ class ImageStats:
     name: str
     high_energy_share: float
     psnr_db: float | None  # None without a decoder (DWT)
+    edge_corr: float       # correlation of |I_H| with the image's edges (models.wae.edge_correlation)
 
 
 @dataclass
@@ -182,7 +183,7 @@ def first_of_each_class(labels: np.ndarray, count: int) -> np.ndarray:
 def _decompose(ckpt, model, pixels: np.ndarray, names: list[str]):
     import torch
 
-    from .models.wae import decomposition_stats
+    from .models.wae import decomposition_stats, edge_correlation
 
     spec = ckpt.preprocessing
     x = torch.from_numpy(spec.normalize(pixels))
@@ -192,12 +193,13 @@ def _decompose(ckpt, model, pixels: np.ndarray, names: list[str]):
     with torch.no_grad():
         low, high = model.decompose(x)
         recon = model.decoder(low, high) if getattr(model, "decoder", None) is not None else None
+    edges = edge_correlation(x, high)["gradient"]
     stats, panels = [], []
     for i, name in enumerate(names):
         sl = slice(i, i + 1)
         s = decomposition_stats(x[sl], low[sl], high[sl], recon[sl] if recon is not None else x[sl], unit_std)
         psnr = s["psnr_db"] if recon is not None else None
-        stats.append(ImageStats(name, s["high_energy_share"], psnr))
+        stats.append(ImageStats(name, s["high_energy_share"], psnr, float(edges[i])))
         learned = recon is not None
         row = {"input": _to_display(x[i], spec), "low": stretch(low[i].numpy(), per_channel=learned)}
         if recon is None:  # DWT: 9 channels = colour c x band b at c * 3 + b (cH, cV, cD)
@@ -267,10 +269,11 @@ def _draw(result: InspectResult, panels: list[dict], png: Path) -> None:
         titles = {
             "input": st.name,
             "low": "I_L (stretched)" if wae else "cA (stretched)",
-            "high": f"|I_H| (stretched)\n{share} of the energy",
+            "high": f"|I_H| (stretched)\n{share} of energy, edge r {st.edge_corr:.2f}",
             "recon": f"reconstruction I'\nPSNR {st.psnr_db:.1f} dB" if st.psnr_db is not None else "",
             "diff": f"|I - I'| x{DIFF_GAIN}",
-            "cH": f"cH (stretched)\nhigh bands: {share} of energy", "cV": "cV (stretched)", "cD": "cD (stretched)",
+            "cH": f"cH (stretched)\n{share} of energy, edge r {st.edge_corr:.2f}",
+            "cV": "cV (stretched)", "cD": "cD (stretched)",
         }
         for c, key in enumerate(columns):
             ax = axes[r][c]
@@ -280,13 +283,14 @@ def _draw(result: InspectResult, panels: list[dict], png: Path) -> None:
             ax.set_yticks([])
     n = result.input_size
     share = 100 * np.mean([s.high_energy_share for s in result.images])
+    edges = np.mean([s.edge_corr for s in result.images])
     if wae:
         psnr = np.mean([s.psnr_db for s in result.images])
         head = (f"{result.checkpoint.name} ({result.arch}, {n}x{n}): learned split; "
-                f"mean PSNR {psnr:.1f} dB, I_H energy {share:.3g}%")
+                f"mean PSNR {psnr:.1f} dB, I_H energy {share:.3g}%, edge r {edges:.2f}")
     else:
         head = (f"{result.checkpoint.name} ({result.arch}, {n}x{n}): fixed 9/7 wavelet, no decoder "
-                f"(no reconstruction); high bands hold {share:.3g}% of the energy")
+                f"(no reconstruction); high bands hold {share:.3g}% of the energy, edge r {edges:.2f}")
     fig.suptitle(head, fontsize=9)
     with atomic.atomic_path(png) as tmp:
         fig.savefig(tmp, format="png")
@@ -321,7 +325,11 @@ def summary_lines(result: InspectResult) -> list[str]:
         lines.append(f"decoder (training only, not deployed, not counted): {si(result.decoder_params)} params")
     for s in result.images:
         psnr = f"reconstruction PSNR {s.psnr_db:5.1f} dB, " if s.psnr_db is not None else ""
-        lines.append(f"  {s.name}: {psnr}energy in the high-frequency part {100 * s.high_energy_share:.3g}%")
+        lines.append(f"  {s.name}: {psnr}energy in the high-frequency part {100 * s.high_energy_share:.3g}%, "
+                     f"edge correlation {s.edge_corr:.2f}")
+    if result.images:
+        lines.append("edge correlation: of |I_H| with the gradient of the 2x2-averaged image (a wavelet's high "
+                     "bands: ~0.35-0.6, noise: 0)")
     lines += [f"note: {n}" for n in result.notes]
     if result.png is not None:
         lines.append(f"wrote {result.png}")

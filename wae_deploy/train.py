@@ -27,7 +27,7 @@ from .data import ImageSet, default_data_root, load_split
 from .errors import UserError
 from .metrics import accuracy
 from .models import Decomposed, create_model, default_preprocessing, parse_arch
-from .models.wae import decomposition_stats, wae_loss
+from .models.wae import decomposition_stats, init_haar, wae_loss
 from .preprocess import Preprocessing
 
 
@@ -44,6 +44,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     lambda_energy: float = 1.0
+    wae_init: str = "haar"        # "haar" or "random": where stage 1 starts (models.wae.init_haar)
     gamma: float = 1e-3
     seed: int = 0
     bf16: bool | None = None      # None: on where the CPU has AVX512-BF16
@@ -184,6 +185,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
     bf16 = cpu_has("avx512_bf16") if cfg.bf16 is None else cfg.bf16
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, num_classes=num_classes, input_size=spec.crop)
+    if kind == "wae" and cfg.wae_init == "haar":
+        init_haar(model.decomposer, model.decoder)
     model = model.to(memory_format=torch.channels_last)  # ~1.2x faster convolutions on this CPU
     plan = stages(cfg)
     norm = Normalizer(spec)
@@ -203,7 +206,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
         except Exception as e:  # noqa: BLE001 - any unreadable state is one clean error
             raise UserError(f"--resume: unreadable training state {state_file}") from e
         saved = state["config"]
-        for key in ("arch", "epochs", "wae_epochs", "joint_epochs", "seed", "batch_size", "lr"):
+        for key in ("arch", "epochs", "wae_epochs", "joint_epochs", "seed", "batch_size", "lr", "wae_init"):
             if saved.get(key) != getattr(cfg, key):
                 raise UserError(f"--resume: {key} was {saved.get(key)!r}, now {getattr(cfg, key)!r}")
         model.load_state_dict(state["model"])

@@ -53,6 +53,63 @@ class WAEDecoder(nn.Module):
         return self.from_low(low) + self.from_high(high)
 
 
+# Signs of the three Haar detail bands over a 2x2 block [row a][column b]: rows, columns, diagonal.
+_HAAR_SIGNS = torch.tensor([[[1., 1.], [-1., -1.]], [[1., -1.], [1., -1.]], [[1., -1.], [-1., 1.]]])
+
+
+@torch.no_grad()
+def init_haar(encoder: WAEEncoder, decoder: WAEDecoder) -> None:
+    """Start the WAE from a one-level Haar split, as close to lossless as 3 + 3 channels allow.
+
+    I_L = the 2x2 block mean of each colour; I_H = the three Haar detail bands of the
+    colour-mean (luminance-like) image; the decoder inverts that exactly, so only the
+    chroma detail inside each 2x2 block is lost (42 dB PSNR on CIFAR-10, whose JPEGs keep
+    little chroma detail). From a random start the WAE settles far from this (29 dB) with an
+    I_H that is not edge-like; the paper does not say how it initialised.
+    Signals pass the ReLUs as +x / -x channel pairs (channels 0-5); the other channels keep
+    their random weights but start disconnected from the output, so training can use them.
+    """
+    def identity_pairs(conv: nn.Conv2d, n: int) -> None:
+        conv.weight[:2 * n] = 0
+        conv.bias[:2 * n] = 0
+        for ch in range(2 * n):
+            conv.weight[ch, ch, 1, 1] = 1
+
+    first, second, third = encoder.body[0], encoder.body[2], encoder.body[4]
+    first.weight[:6] = 0
+    first.bias[:6] = 0
+    for c in range(3):
+        first.weight[c, c, 1, 1], first.weight[3 + c, c, 1, 1] = 1, -1
+    identity_pairs(second, 3)
+    identity_pairs(third, 3)
+    # Stride-2 3x3 heads centred on (2i, 2j): taps 1..2 cover the block (2i..2i+1, 2j..2j+1).
+    for head in (encoder.low, encoder.high):
+        head.weight.zero_()
+        head.bias.zero_()
+    for c in range(3):
+        encoder.low.weight[c, c, 1:, 1:], encoder.low.weight[c, 3 + c, 1:, 1:] = 0.25, -0.25
+        for t in range(3):
+            band = _HAAR_SIGNS[t] / 12  # / 4 pixels / 3 colours
+            encoder.high.weight[t, c, 1:, 1:], encoder.high.weight[t, 3 + c, 1:, 1:] = band, -band
+
+    # Decoder: the stride-2 4x4 deconvolution writes input (i, j) to (2i + a, 2j + b) with tap (1 + a, 1 + b).
+    for branch, patterns in ((decoder.from_low, [torch.ones(2, 2)] * 3), (decoder.from_high, list(_HAAR_SIGNS))):
+        up, inner1, inner2, out = branch[0], branch[2], branch[4], branch[6]
+        up.weight[:, :6] = 0
+        up.bias[:6] = 0
+        for k in range(3):
+            up.weight[k, k, 1:3, 1:3], up.weight[k, 3 + k, 1:3, 1:3] = patterns[k], -patterns[k]
+        identity_pairs(inner1, 3)
+        identity_pairs(inner2, 3)
+        out.weight.zero_()
+        out.bias.zero_()
+        for c in range(3):
+            for k in range(3):
+                # Low branch: colour c from I_L channel c; high branch: every colour gets all three bands.
+                if branch is decoder.from_high or k == c:
+                    out.weight[c, k, 1, 1], out.weight[c, 3 + k, 1, 1] = 1, -1
+
+
 # CDF 9/7 analysis filters (JPEG 2000 irreversible transform), centred on tap 4.
 _CDF97_LOW = [0.026748757411, -0.016864118443, -0.078223266529, 0.266864118443, 0.602949018236,
               0.266864118443, -0.078223266529, -0.016864118443, 0.026748757411]
@@ -115,3 +172,27 @@ def decomposition_stats(image, low, high, recon, std) -> dict:
     mse = ((image.double() - recon.double()) * std).pow(2).mean()
     return {"high_energy_share": float(e_high / (e_low + e_high)),
             "psnr_db": float(10 * torch.log10(1 / mse.clamp_min(1e-12)))}
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a.flatten(1) - a.flatten(1).mean(1, keepdim=True), b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+
+
+def edge_correlation(image: torch.Tensor, high: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How edge-like I_H is: per image, the correlation of |I_H - mean| (over channels) with
+
+    "gradient": the gradient magnitude (central differences) of the 2x2-averaged image, and
+    "lost_detail": the detail that 2x2 averaging loses, i.e. what a lossless split must keep in I_H.
+    A one-level Haar or 9/7 wavelet scores about 0.35-0.6 / 0.6-1 on CIFAR-10; noise scores 0.
+    """
+    image, high = image.double(), high.double()
+    half = F.avg_pool2d(image, 2)
+    gx, gy = torch.zeros_like(half), torch.zeros_like(half)
+    gx[..., :, 1:-1] = half[..., :, 2:] - half[..., :, :-2]
+    gy[..., 1:-1, :] = half[..., 2:, :] - half[..., :-2, :]
+    gradient = (gx ** 2 + gy ** 2).sum(1).sqrt()
+    detail = image - F.interpolate(half, scale_factor=2, mode="nearest")
+    lost = F.avg_pool2d(detail.pow(2).sum(1, keepdim=True).sqrt(), 2)
+    magnitude = (high - high.mean((2, 3), keepdim=True)).pow(2).sum(1).sqrt()
+    return {"gradient": _pearson(magnitude, gradient), "lost_detail": _pearson(magnitude, lost[:, 0])}
