@@ -5,7 +5,10 @@ Default checkpoints: the reference WAE, the no-energy WAE and the fixed-wavelet 
 500 CIFAR-10 test images: the per-image correlation of |I_H - mean| (summed over channels)
 with the gradient magnitude of the 2x2-averaged image, and with the detail that the 2x2
 averaging loses (what a lossless split must put into I_H). The 9/7 wavelet's high bands are
-the reference for "edge-like".
+the reference for "edge-like". The recorded run adds the reference WAEs from before the Haar
+start (`--wae-init random`), taken from git:
+    mkdir -p build/random-start
+    git show 6a58162:models/wae-resnet20.pt > build/random-start/wae-resnet20.pt   (same for -noenergy)
 """
 
 import json

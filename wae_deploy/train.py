@@ -1,6 +1,7 @@
 """Training: the paper's three stages for WAE models, cross-entropy alone for baselines.
 
-    stage "wae"        the WAE encoder + decoder alone on L_t = l_r + lambda * l_e
+    stage "wae"        the WAE encoder + decoder alone on L_t = l_r + lambda * l_e, from a Haar
+                       split (models.wae.init_haar) unless wae_init is "random"
     stage "classifier" the classifier, high-frequency branch and fusion on the frozen split
     stage "joint"      everything, on L = L_c + gamma * L_t (encoder/decoder at 0.1x LR)
 
