@@ -69,10 +69,10 @@ def init_haar(encoder: WAEEncoder, decoder: WAEDecoder) -> None:
     Signals pass the ReLUs as +x / -x channel pairs (channels 0-5); the other channels keep
     their random weights but start disconnected from the output, so training can use them.
     """
-    def identity_pairs(conv: nn.Conv2d, n: int) -> None:
-        conv.weight[:2 * n] = 0
-        conv.bias[:2 * n] = 0
-        for ch in range(2 * n):
+    def pass_pairs(conv: nn.Conv2d) -> None:
+        conv.weight[:6] = 0
+        conv.bias[:6] = 0
+        for ch in range(6):
             conv.weight[ch, ch, 1, 1] = 1
 
     first, second, third = encoder.body[0], encoder.body[2], encoder.body[4]
@@ -80,8 +80,8 @@ def init_haar(encoder: WAEEncoder, decoder: WAEDecoder) -> None:
     first.bias[:6] = 0
     for c in range(3):
         first.weight[c, c, 1, 1], first.weight[3 + c, c, 1, 1] = 1, -1
-    identity_pairs(second, 3)
-    identity_pairs(third, 3)
+    pass_pairs(second)
+    pass_pairs(third)
     # Stride-2 3x3 heads centred on (2i, 2j): taps 1..2 cover the block (2i..2i+1, 2j..2j+1).
     for head in (encoder.low, encoder.high):
         head.weight.zero_()
@@ -99,8 +99,8 @@ def init_haar(encoder: WAEEncoder, decoder: WAEDecoder) -> None:
         up.bias[:6] = 0
         for k in range(3):
             up.weight[k, k, 1:3, 1:3], up.weight[k, 3 + k, 1:3, 1:3] = patterns[k], -patterns[k]
-        identity_pairs(inner1, 3)
-        identity_pairs(inner2, 3)
+        pass_pairs(inner1)
+        pass_pairs(inner2)
         out.weight.zero_()
         out.bias.zero_()
         for c in range(3):
@@ -182,9 +182,10 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def edge_correlation(image: torch.Tensor, high: torch.Tensor) -> dict[str, torch.Tensor]:
     """How edge-like I_H is: per image, the correlation of |I_H - mean| (over channels) with
 
-    "gradient": the gradient magnitude (central differences) of the 2x2-averaged image, and
-    "lost_detail": the detail that 2x2 averaging loses, i.e. what a lossless split must keep in I_H.
-    A one-level Haar or 9/7 wavelet scores about 0.35-0.6 / 0.6-1 on CIFAR-10; noise scores 0.
+    - "gradient": the gradient magnitude (central differences) of the 2x2-averaged image;
+    - "lost_detail": the detail that 2x2 averaging loses, what a lossless split must keep in I_H.
+    On CIFAR-10 the 9/7 wavelet's high bands score 0.35 / 0.60 and a Haar split 0.60 / 0.99;
+    noise scores 0.
     """
     image, high = image.double(), high.double()
     half = F.avg_pool2d(image, 2)
