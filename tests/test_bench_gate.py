@@ -48,7 +48,7 @@ def test_planted_slowdown_fails_with_one_line():
     assert g.exit_code == 1 and not g.ok
     assert len(g.lines()) == 1
     assert g.lines()[0].startswith("FAIL latency ort int8: best-case latency +30.0%")
-    assert "over 2 entries (tolerance +8.0%" in g.lines()[0]  # max(4 x 2%, 5%)
+    assert "over 2 entries (tolerance +10.0%" in g.lines()[0]  # max(5 x 2%, 5%)
 
 
 def test_one_slow_entry_counts_in_its_group():
@@ -67,12 +67,12 @@ def test_noise_sized_changes_pass_and_tolerance_follows_recorded_noise():
     assert G.compare(cur, rec).ok
     noisy = copy.deepcopy(rec)
     for m in ("resnet20", "wae-resnet20"):
-        _find(noisy, m, "fp32")["latency"]["cv"] = 0.10  # a noisy recording tolerates 40%
+        _find(noisy, m, "fp32")["latency"]["cv"] = 0.10  # a noisy recording tolerates 50%
     _slower(cur, "fp32", 1.35 / 1.04)
     assert G.compare(cur, noisy).ok
     assert not G.compare(cur, rec).ok
-    assert G.latency_tolerance([_find(noisy, "resnet20", "fp32")]) == pytest.approx(0.40)
-    assert G.speedup_tolerance(_find(noisy, "wae-resnet20", "fp32")) == pytest.approx(0.30)
+    assert G.latency_tolerance([_find(noisy, "resnet20", "fp32")]) == pytest.approx(0.50)
+    assert G.speedup_tolerance(_find(noisy, "wae-resnet20", "fp32")) == pytest.approx(0.40)
 
 
 def test_planted_accuracy_drop_fails():

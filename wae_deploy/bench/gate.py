@@ -9,21 +9,23 @@ What is checked, with tolerances from the recorded run's own noise rather than a
   top-1 on its n images, 0.1 point). The same images through the same runtime give the same
   answer, so a drop comes from a changed model or runtime; 2 standard errors is the smallest
   change the evaluation set can tell apart from a different sample of images.
-- speed-up over the baseline, per entry: a fall beyond max(3 x the recorded coefficient of
+- speed-up over the baseline, per entry: a fall beyond max(4 x the recorded coefficient of
   variation, 5%). The ratio is measured interleaved, so it survives a machine that is slower
   as a whole; this is the check that protects the WAE's claim.
 - latency, per (target, precision): the geometric mean over its entries of the best-case
-  (fastest call) latency now over the recorded one, beyond max(4 x the median recorded
+  (fastest call) latency now over the recorded one, beyond max(5 x the median recorded
   coefficient of variation of those entries, 5%). Catches what slows every model alike (a
   lost graph optimisation, wrong threads).
 
-Why latency is not checked entry by entry, and why the multipliers are 3 and 4: on a shared
-machine one entry's latency moves far more from run to run than within a run. The multipliers
-were chosen on 13 unchanged runs of the CPU CI bench on the project's 2-core machine, where
-single medians moved by up to 2.8x and no per-entry latency rule both stayed silent and caught
-a 1.5x slow-down. Checked again on 13 fresh runs (benchmarks/gate-noise.json, 156 ordered
-pairs): no false alarm; a 1.5x slow-down of the WAE models caught in 66% of pairs, a 2x
-slow-down of a whole target in 90%; a 1.3x change is mostly within this machine's noise.
+Why latency is not checked entry by entry, and why the multipliers are 4 and 5: on a shared
+machine one entry's latency moves far more from run to run than within a run, so one run's cv
+understates how far the next run may land. Three sets of 13 unchanged runs of the CPU CI
+bench on the project's 2-core machine (benchmarks/gate-noise.json, benchmarks/README.md):
+the first chose 3 and 4, the second found no false alarm with them, the third (recorded on a
+quieter machine, so with smaller cvs) found 5 in 156 ordered pairs; 4 and 5 give none there.
+On a fourth, fresh set, 4 and 5 gave no false alarm in the 12 CLI runs against the baseline
+and 7 in 156 pairs, 6 of them from two runs during which the whole machine ran 1.6-1.9x
+slower: a shared machine cannot gate absolute latency; a dedicated runner's small cv can.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from dataclasses import dataclass, field
 from .environment import compare_fingerprints
 
 SLOWDOWN_FLOOR = 0.05
-SPEEDUP_CVS = 3.0
-LATENCY_CVS = 4.0
+SPEEDUP_CVS = 4.0
+LATENCY_CVS = 5.0
 ACCURACY_FLOOR_PTS = 0.1
 ACCURACY_SES = 2.0
 
