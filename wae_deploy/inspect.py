@@ -1,9 +1,10 @@
 """`wae-deploy inspect`: see what a checkpoint's split does, and what it costs.
 
 For a WAE checkpoint: one PNG with a row per image (the input, I_L, I_H, the decoder's
-reconstruction and the amplified difference), each row with the reconstruction PSNR and
-the share of the energy in I_H. For a DWT checkpoint: the fixed wavelet's cA and its three
-high bands (there is no decoder, so no reconstruction). For every checkpoint, baselines
+reconstruction and the amplified difference), each row with the reconstruction PSNR, the
+share of the energy in I_H and how edge-like I_H is (models.wae.edge_correlation). For a DWT
+checkpoint: the fixed wavelet's cA and its three high bands (there is no decoder, so no
+reconstruction). For every checkpoint, baselines
 included: parameters and multiply-adds per branch and the theoretical speed-up over the
 full-resolution baseline.
 
