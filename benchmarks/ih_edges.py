@@ -55,8 +55,7 @@ def measure(path: str) -> dict:
     row = {"arch": arch, **({"wae_init": init} if init else {}),
            "corr_with_gradient": round(float(r["gradient"].mean()), 3),
            "corr_with_lost_detail": round(float(r["lost_detail"].mean()), 3)}
-    unit_std = [s / (255 * spec.scale) for s in spec.std]
-    stats = decomposition_stats(x, low, high, x if recon is None else recon, unit_std)
+    stats = decomposition_stats(x, low, high, x if recon is None else recon, spec.unit_std)
     row["high_energy_share"] = round(stats["high_energy_share"], 4)
     if recon is not None:
         row["psnr_db"] = round(stats["psnr_db"], 1)

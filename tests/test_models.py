@@ -22,7 +22,7 @@ from wae_deploy.models.wae import (
     reconstruction_loss,
     wae_loss,
 )
-from wae_deploy.preprocess import CIFAR, IMAGENET
+from wae_deploy.preprocess import CIFAR, IMAGENET, Preprocessing
 
 PAPER_SCALE = [a for a in list_archs() if parse_arch(a)[1].preprocessing == IMAGENET]
 CIFAR_SCALE = [a for a in list_archs() if parse_arch(a)[1].preprocessing == CIFAR]
@@ -261,6 +261,16 @@ def test_decomposition_stats():
     assert stats["psnr_db"] == pytest.approx(20.0, abs=1e-6)
     assert stats["high_energy_share"] == 0.0
     assert decomposition_stats(image, low, -low, image, std)["high_energy_share"] == pytest.approx(0.5)
+
+
+def test_psnr_units_follow_the_pixel_scale():
+    # A spec that feeds raw 0-255 pixels: a normalised difference of 1 is std[c] / 255 in [0, 1] units.
+    raw = Preprocessing(resize=32, crop=32, mean=(0.0, 0.0, 0.0), std=(51.0, 25.5, 255.0), scale=1.0)
+    assert raw.unit_std == pytest.approx((0.2, 0.1, 1.0))
+    assert CIFAR.unit_std == pytest.approx(CIFAR.std)
+    image = torch.zeros(1, 3, 4, 4)
+    recon = torch.tensor([0.5, 1.0, 0.1]).view(1, 3, 1, 1).expand(1, 3, 4, 4)  # 0.1 in [0, 1] units each
+    assert decomposition_stats(image, image, image, recon, raw.unit_std)["psnr_db"] == pytest.approx(20.0)
 
 
 def _train_wae(images, lam, steps, batch, lr, seed=0):

@@ -188,9 +188,6 @@ def _decompose(ckpt, model, pixels: np.ndarray, names: list[str]):
 
     spec = ckpt.preprocessing
     x = torch.from_numpy(spec.normalize(pixels))
-    # to_unit maps normalised pixels back to [0, 1] (whatever the spec's scale), so the PSNR
-    # is the usual one on 8-bit images scaled to [0, 1].
-    unit_std = np.asarray(spec.std, np.float64) / (255 * spec.scale)
     with torch.no_grad():
         low, high = model.decompose(x)
         recon = model.decoder(low, high) if getattr(model, "decoder", None) is not None else None
@@ -198,7 +195,8 @@ def _decompose(ckpt, model, pixels: np.ndarray, names: list[str]):
     stats, panels = [], []
     for i, name in enumerate(names):
         sl = slice(i, i + 1)
-        s = decomposition_stats(x[sl], low[sl], high[sl], recon[sl] if recon is not None else x[sl], unit_std)
+        s = decomposition_stats(x[sl], low[sl], high[sl], recon[sl] if recon is not None else x[sl],
+                                spec.unit_std)
         psnr = s["psnr_db"] if recon is not None else None
         stats.append(ImageStats(name, s["high_energy_share"], psnr, float(edges[i])))
         learned = recon is not None

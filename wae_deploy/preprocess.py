@@ -33,6 +33,11 @@ class Preprocessing:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def unit_std(self) -> tuple[float, float, float]:
+        """The std in [0, 1] pixel units: a normalised difference times this is a [0, 1] difference."""
+        return tuple(s / (255 * self.scale) for s in self.std)
+
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
         try:

@@ -112,7 +112,7 @@ def evaluate(model: torch.nn.Module, data: ImageSet, spec: Preprocessing, batch:
             logits.append(main + fusion)
             main_logits.append(main)
             if model.decoder is not None and i == 0:
-                stats.append(decomposition_stats(x, low, high, model.decoder(low, high), spec.std))
+                stats.append(decomposition_stats(x, low, high, model.decoder(low, high), spec.unit_std))
         else:
             logits.append(model(x))
     result = accuracy(torch.cat(logits).numpy(), data.labels)

@@ -22,7 +22,7 @@ machine one entry's latency moves far more from run to run than within a run, so
 understates how far the next run may land. Three sets of 13 unchanged runs of the CPU CI
 bench on the project's 2-core machine (benchmarks/gate-noise.json, benchmarks/README.md):
 the first chose 3 and 4, the second found no false alarm with them, the third (recorded on a
-quieter machine, so with smaller cvs) found 5 in 156 ordered pairs; 4 and 5 give none there.
+quieter machine, so with smaller cvs) found 5 in 156 ordered pairs, none with 4 and 5.
 On a fourth, fresh set, 4 and 5 gave no false alarm in the 12 CLI runs against the baseline
 and 7 in 156 pairs, 6 of them from two runs during which the whole machine ran 1.6-1.9x
 slower: a shared machine cannot gate absolute latency; a dedicated runner's small cv can.

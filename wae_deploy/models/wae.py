@@ -164,8 +164,8 @@ def wae_loss(image, recon, high, lam: float) -> tuple[torch.Tensor, torch.Tensor
 def decomposition_stats(image, low, high, recon, std) -> dict:
     """Share of the energy in I_H and reconstruction PSNR in [0, 1] pixel units.
 
-    `std` is the per-channel std of the preprocessing spec: it undoes the normalisation,
-    so the PSNR is the familiar one on 8-bit images scaled to [0, 1].
+    `std` is the preprocessing spec's `unit_std`: it undoes the normalisation (whatever the
+    spec's pixel scale), so the PSNR is the familiar one on 8-bit images scaled to [0, 1].
     """
     e_low, e_high = low.double().pow(2).sum(), high.double().pow(2).sum()
     std = torch.as_tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
