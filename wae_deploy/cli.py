@@ -61,9 +61,10 @@ def main():
 
 
 @main.command()
-@click.option("--arch", required=True, help="e.g. wae-resnet20, resnet20, resnet20-resized, resnet20-dwt.")
+@click.option("--arch", required=True, help="e.g. wae-vgg16-imagenette, vgg16-imagenette, wae-resnet20, "
+              "resnet20-resized, resnet20-dwt (wae-deploy flops --list names them all).")
 @click.option("--data", type=click.Path(),
-              help="Data root [default: $WAE_DATA, ../shared/data/cifar10, or a download].")
+              help="Data root [default: $WAE_DATA, the model's data set under ../shared/data, or a download].")
 @click.option("-o", "--out", type=click.Path(), help="Checkpoint path [default: ./<arch>.pt].")
 @click.option("--epochs", default=20, show_default=True, help="Classifier + joint epochs.")
 @click.option("--wae-epochs", default=3, show_default=True, help="Stage 1: WAE alone (WAE models only).")
@@ -78,6 +79,10 @@ def main():
 @click.option("--seed", default=0, show_default=True)
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: on where the CPU has AVX512-BF16].")
 @click.option("--threads", type=int, help="Torch threads [default: all cores].")
+@click.option("--wae-lr", default=3e-3, show_default=True, help="Adam learning rate of stage 1 (the WAE alone).")
+@click.option("--eval-every", default=1, show_default=True, type=click.IntRange(1),
+              help="Score the test split every N epochs (and at the end of each stage).")
+@click.option("--half-weights", is_flag=True, help="Store the weights in FP16 (half the file; loaded as FP32).")
 @click.option("--limit-batches", type=int, hidden=True)
 @click.option("--limit-eval", type=int, hidden=True)
 @click.option("--resume", is_flag=True, help="Continue from <out>.train-state.pt.")

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import atomic
 from .errors import UserError
-from .preprocess import Preprocessing
+from .preprocess import CIFAR, IMAGENETTE, Preprocessing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -53,23 +53,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WAE_CACHE", Path.home() / ".cache" / "wae-deploy"))
 
 
+# The data set each bundled spec was made for; any other spec defaults to the ImageNet photos.
+DATASET_OF_SPEC = {CIFAR: "cifar10", IMAGENETTE: "imagenette-160"}
+
+
 def default_data_root(spec: Preprocessing | None = None) -> Path:
     """The data set when --data is not given.
 
-    $WAE_DATA, else ../shared/data/cifar10 (32-pixel models) or ../shared/data/imagenet-val1300
-    (224-pixel models) beside the checkout or the working directory, else CIFAR-10 is
-    downloaded and checked. ImageNet cannot be downloaded: 224-pixel models need --data.
+    $WAE_DATA, else the spec's data set (cifar10, imagenette-160 or imagenet-val1300) under
+    ../shared/data beside the checkout or the working directory, else CIFAR-10 or Imagenette
+    is downloaded and checked. ImageNet cannot be downloaded: 224-pixel models need --data.
     """
     if os.environ.get("WAE_DATA"):
         return Path(os.environ["WAE_DATA"])
-    name = "imagenet-val1300" if spec is not None and spec.crop > 64 else "cifar10"
+    name = DATASET_OF_SPEC.get(spec or CIFAR, "imagenet-val1300")
     repo = Path(__file__).resolve().parent.parent
     for candidate in (repo.parent / "shared/data" / name, Path.cwd().parent / "shared/data" / name):
         if candidate.is_dir():
             return candidate
-    if name != "cifar10":
-        raise UserError(f"no {name} folder found for {spec.crop}-pixel images; pass --data DIR")
-    return download_cifar10(cache_dir() / "cifar10")
+    if name == "cifar10":
+        return download_cifar10(cache_dir() / "cifar10")
+    if name == "imagenette-160":
+        from .imagenette import download_imagenette
+        return download_imagenette(cache_dir() / "imagenette-160")
+    raise UserError(f"no {name} folder found for {spec.crop}-pixel images; pass --data DIR")
 
 
 def download_cifar10(dest: Path) -> Path:
@@ -125,7 +132,7 @@ def _read_cifar_archive(archive: Path, split: str) -> ImageSet:
     return ImageSet(np.ascontiguousarray(np.concatenate(images)), np.asarray(labels, np.int64), CIFAR10_CLASSES)
 
 
-def _list_imagefolder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+def _list_imagefolder(folder: Path, root: Path) -> tuple[list[Path], list[int], list[str]]:
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     files, labels = [], []
     for i, c in enumerate(classes):
@@ -133,7 +140,19 @@ def _list_imagefolder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
             if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
                 files.append(f)
                 labels.append(i)
-    return files, labels, classes
+    return files, labels, _class_names(root, classes)
+
+
+def _class_names(root: Path, folders: list[str]) -> list[str]:
+    """Readable names from root/classes.txt ("<folder><TAB><name>" lines) where it has them, else the folders."""
+    path = root / "classes.txt"
+    if not path.is_file():
+        return folders
+    try:
+        pairs = dict(line.split("\t", 1) for line in path.read_text().splitlines() if line.strip())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"malformed {path}: expected '<folder><TAB><name>' lines ({type(e).__name__})") from e
+    return [pairs.get(f, f).strip() or f for f in folders]
 
 
 def _list_labelled_csv(folder: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -161,8 +180,8 @@ def _decode(files: list[Path], labels: list[int], classes: list[str], spec: Prep
     return ImageSet(images, np.asarray(labels, np.int64), classes)
 
 
-def _cache_key(files: list[Path], spec: Preprocessing, split: str) -> str:
-    h = hashlib.sha256(repr((split, spec.resize, spec.crop, spec.channel_order)).encode())
+def _cache_key(files: list[Path], classes: list[str], spec: Preprocessing, split: str) -> str:
+    h = hashlib.sha256(repr((split, spec.resize, spec.crop, spec.channel_order, classes)).encode())
     for f in files:
         st = f.stat()
         h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -172,9 +191,10 @@ def _cache_key(files: list[Path], spec: Preprocessing, split: str) -> str:
 def load_split(root: str | os.PathLike, split: str, spec: Preprocessing, use_cache: bool = True) -> ImageSet:
     """Read `split` ("train" or "test") of the data set at `root`.
 
-    Layouts: an ImageFolder tree (root/<split>/<class>/*.jpg, or root/<class>/*.jpg as a
-    single split), a folder with labels.csv (file,class_index), or the CIFAR-10 python
-    archive (root/cifar-10-python.tar.gz, or the .tar.gz file itself).
+    Layouts: an ImageFolder tree (root/<split>/<class>/*.jpg, with val/ standing for test/ as
+    in ImageNet and Imagenette, or root/<class>/*.jpg as a single split), a folder with
+    labels.csv (file,class_index), or the CIFAR-10 python archive
+    (root/cifar-10-python.tar.gz, or the .tar.gz file itself).
     """
     root = Path(root)
     if not root.exists():
@@ -185,13 +205,13 @@ def load_split(root: str | os.PathLike, split: str, spec: Preprocessing, use_cac
     if (root / "labels.csv").is_file():
         files, labels, classes = _list_labelled_csv(root)
     else:
-        folder = root / split if (root / split).is_dir() else root
-        files, labels, classes = _list_imagefolder(folder)
+        named = [root / s for s in ((split, "val") if split == "test" else (split,)) if (root / s).is_dir()]
+        files, labels, classes = _list_imagefolder(named[0] if named else root, root)
     if not files:
         raise UserError(f"no images found in {root} (expected {split}/<class>/*.jpg or labels.csv)")
     if not use_cache:
         return _decode(files, labels, classes, spec)
-    path = cache_dir() / "decoded" / f"{_cache_key(files, spec, split)}.npz"
+    path = cache_dir() / "decoded" / f"{_cache_key(files, classes, spec, split)}.npz"
     try:  # before decoding: a cache that cannot be written fails now, not after minutes of work
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

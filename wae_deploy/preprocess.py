@@ -99,3 +99,5 @@ class Preprocessing:
 
 CIFAR = Preprocessing(resize=32, crop=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 IMAGENET = Preprocessing(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+# Imagenette at 128 pixels: the ImageNet crop ratio (0.875) applied to a 146-pixel resize.
+IMAGENETTE = Preprocessing(resize=146, crop=128, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

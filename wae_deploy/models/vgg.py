@@ -1,4 +1,8 @@
-"""VGG16 as in Simonyan & Zisserman, with a width factor for the WAE's quarter-width branch."""
+"""VGG16 as in Simonyan & Zisserman, with a width factor for the WAE's quarter-width branch.
+
+`batch_norm` and `global_pool` give the VGG16-BN variant with a global-average-pool head
+that trains from scratch on a small data set (the Imagenette reference models).
+"""
 
 from __future__ import annotations
 
@@ -13,18 +17,24 @@ class VGG(nn.Module):
     """`features` maps an image to a flat pool5 vector; `head` maps that to logits."""
 
     def __init__(self, in_channels: int, input_size: int, num_classes: int, width: float = 1.0,
-                 hidden: int = 4096, with_head: bool = True):
+                 hidden: int = 4096, with_head: bool = True, batch_norm: bool = False, global_pool: bool = False):
         super().__init__()
         layers, c = [], in_channels
         for out, repeats in VGG16_STAGES:
-            out = int(out * width)
+            out = max(1, int(out * width))
             for _ in range(repeats):
-                layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(inplace=True)]
+                layers.append(nn.Conv2d(c, out, 3, padding=1, bias=not batch_norm))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(out))
+                layers.append(nn.ReLU(inplace=True))
                 c = out
             layers.append(nn.MaxPool2d(2))
         side = input_size // 32
         if side < 1:
             raise UserError(f"VGG16 needs an input of at least 32 pixels, got {input_size}")
+        if global_pool:
+            layers.append(nn.AdaptiveAvgPool2d(1))
+            side = 1
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.out_dim = c * side * side
         self.head = mlp_head(self.out_dim, hidden, num_classes) if with_head else None
