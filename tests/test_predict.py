@@ -69,7 +69,7 @@ def readme_output(work) -> str:
 
 def test_readme_example_runs(readme_output, work):
     lines = readme_output.splitlines()
-    assert lines[0] == f"wae.ort-fp32 ort fp32 ['airplane', 'automobile', 'bird']"
+    assert lines[0] == "wae.ort-fp32 ort fp32 ['airplane', 'automobile', 'bird']"
     assert lines[1].startswith("cat.jpg [('cat', ") and lines[2].startswith("ship.jpg [('ship', ")
     assert lines[3] == "(1, 10)"
 

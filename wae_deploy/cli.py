@@ -12,6 +12,10 @@ import click
 from . import __version__
 from .errors import UserError
 
+# Packages of the optional installs (pyproject.toml), by the extra that brings them.
+EXTRAS = {"torch": "train", "onnxscript": "train", "onnxslim": "train", "openvino": "openvino", "nncf": "openvino",
+          "matplotlib": "plot"}
+
 
 class Group(click.Group):
     """Turns UserError (and stray OS errors) into one line on stderr and a documented exit status."""
@@ -42,6 +46,9 @@ class Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - a bug must still not spill a traceback on users
+            if isinstance(e, ModuleNotFoundError) and e.name in EXTRAS:  # a base install running `export`
+                click.echo(f"error: this command needs {e.name}: pip install 'wae-deploy[{EXTRAS[e.name]}]'", err=True)
+                sys.exit(2)
             if os.environ.get("WAE_DEBUG"):
                 raise
             click.echo(f"error: internal error: {type(e).__name__}: {_one_line(str(e))} "

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 from .preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    import onnx  # imported where a model is read: `import onnx` alone costs 0.7 s, opening an artifact needs none
 
 PREFIX = "wae_deploy."
 
@@ -60,6 +62,8 @@ def from_model(model: onnx.ModelProto, where: str = "model") -> ModelInfo:
 
 def load_model(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
     """onnx.load with one clean error for missing, corrupt or truncated files."""
+    import onnx
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX model not found: {path}")

@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from .. import artifact, atomic, onnx_meta
 from ..artifact import Artifact
@@ -50,6 +49,7 @@ def executed_precisions(model_path: Path) -> dict:
     A Q/DQ pair around a Conv that ORT fuses becomes QLinearConv (INT8); a Conv left in
     the optimised graph runs in FP32. Counting after optimisation is the only honest answer.
     """
+    import onnx
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,6 +89,8 @@ class OnnxRuntimeTarget(Target):
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None,
               accuracy_control: tuple[ImageSet, float] | None = None) -> Artifact:
+        import onnx
+
         t0 = time.perf_counter()
         model = onnx_meta.load_model(onnx_path)
         info = onnx_meta.from_model(model, str(onnx_path))

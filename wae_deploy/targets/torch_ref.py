@@ -46,7 +46,10 @@ class TorchTarget(Target):
     precisions = ("fp32",)
 
     def available(self) -> tuple[bool, str]:
-        return True, _version()
+        try:
+            return True, _version()
+        except ImportError:
+            return False, "torch is not installed (pip install 'wae-deploy[train]')"
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None) -> Artifact:
