@@ -162,6 +162,9 @@ def test_api_predict_takes_paths_pil_images_and_arrays(work, readme_output):
         assert by_path.top == by_pil.top == by_array.top and by_path.top[0][0] == "cat"
         assert (by_pil.source, by_array.source) == ("image 1", "image 2")
         assert model.predict(work / "ship.jpg", top_k=1)[0].top[0][0] == "ship"  # one path, not a list
+        assert model.predict(pil)[0].top == by_pil.top
+        stacked = np.stack([model.prepare(work / "cat.jpg"), model.prepare(work / "ship.jpg")])
+        assert [p.top[0][0] for p in model.predict(stacked)] == ["cat", "ship"]  # N x H x W x 3: N images
         logits = model.infer(model.preprocessing.normalize(model.prepare(work / "cat.jpg")[None]))
         probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         assert probs[0].max() == pytest.approx(by_path.top[0][1], abs=1e-6)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import artifact, onnx_meta
 from .data import IMAGE_SUFFIXES
@@ -80,7 +81,8 @@ class Model:
 
     def predict(self, images: Iterable, top_k: int = 5, batch: int = 8) -> list[Prediction]:
         """Paths, PIL images or uint8 arrays (one, or a list) -> one Prediction each, in order."""
-        if isinstance(images, (str, Path, np.ndarray)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
+        single = isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+        if single:  # an N x H x W x 3 array is N images, like a list
             images = [images]
         items = list(images)
         sources = [str(x) if isinstance(x, (str, Path)) else f"image {i}" for i, x in enumerate(items)]
