@@ -130,7 +130,7 @@ def test_predict_json_lines_on_an_onnx_model_and_an_artifact_agree(work, readme_
 
 
 @pytest.mark.parametrize("case", ["bad image", "empty folder", "other runtime version", "missing image",
-                                  "wrong target"])
+                                  "wrong target", "corrupt onnx", "not an artifact"])
 def test_predict_bad_input_is_one_line_exit_2(work, readme_output, tmp_path, case):
     model, images = "wae.ort-fp32", ["cat.jpg"]
     if case == "bad image":
@@ -147,6 +147,12 @@ def test_predict_bad_input_is_one_line_exit_2(work, readme_output, tmp_path, cas
         match = "rebuild it"
     elif case == "missing image":
         images, match = [tmp_path / "nope.jpg"], "image not found"
+    elif case == "corrupt onnx":
+        model = tmp_path / "cut.onnx"
+        model.write_bytes((work / "wae.onnx").read_bytes()[:5000])
+        match = "not a readable ONNX model"
+    elif case == "not an artifact":
+        model, match = tmp_path, "not a wae-deploy artifact"
     else:
         model, images, match = "wae.ort-fp32", ["cat.jpg", "--target", "openvino"], "built for target 'ort'"
     r = run_without_torch(["predict", model, *images], work)

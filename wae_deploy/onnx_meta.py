@@ -43,7 +43,12 @@ def write(model: onnx.ModelProto, info: ModelInfo) -> None:
 
 
 def from_model(model: onnx.ModelProto, where: str = "model") -> ModelInfo:
-    props = {p.key[len(PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    return from_props({p.key: p.value for p in model.metadata_props}, where)
+
+
+def from_props(metadata: dict[str, str], where: str = "model") -> ModelInfo:
+    """The ModelInfo in an ONNX model's metadata_props (as a runtime session reports them, too)."""
+    props = {k[len(PREFIX):]: v for k, v in metadata.items() if k.startswith(PREFIX)}
     if "arch" not in props or "preprocessing" not in props:
         raise UserError(f"{where} is not a wae-deploy export (no wae_deploy metadata); run `wae-deploy export` first")
     try:

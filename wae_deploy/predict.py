@@ -108,7 +108,6 @@ def load(path: str | Path, target: str = "auto", threads: int | None = None) -> 
         return Model(path, name, art.precision, art.classes, art.preprocessing, runner)
     if path.suffix != ".onnx":
         raise UserError(f"not an artifact folder or an .onnx model: {path}")
-    info = onnx_meta.read(path)
     name = "ort" if target == "auto" else get_target(target).name
     if name not in ONNX_TARGETS:
         raise UserError(f"an ONNX model runs as it is on {' or '.join(ONNX_TARGETS)}; "
@@ -117,14 +116,26 @@ def load(path: str | Path, target: str = "auto", threads: int | None = None) -> 
     if not ok:
         raise UserError(why)
     if name == "ort":
-        from .targets.onnxruntime import OnnxRuntimeRunner
-
-        runner = OnnxRuntimeRunner(path, threads)
+        runner = _ort_runner(path, threads)
+        # From the session, not onnx.load: importing onnx alone takes longer than classifying an image.
+        info = onnx_meta.from_props(runner.session.get_modelmeta().custom_metadata_map, str(path))
     else:
         from .targets.openvino import OpenVINORunner
 
+        info = onnx_meta.read(path)
         runner = OpenVINORunner(path, "fp32", threads)
     return Model(path, name, "fp32", info.classes, info.preprocessing, runner)
+
+
+def _ort_runner(path: Path, threads: int | None) -> Runner:
+    from .targets.onnxruntime import OnnxRuntimeRunner
+
+    if not path.is_file():
+        raise UserError(f"ONNX model not found: {path}")
+    try:
+        return OnnxRuntimeRunner(path, threads)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        raise UserError(f"not a readable ONNX model (corrupt or truncated): {path}") from e
 
 
 def image_files(inputs: Iterable[str | Path]) -> Iterator[Path]:
