@@ -4,7 +4,7 @@
     onnx = wd.export("models/wae-resnet20.pt", "wae.onnx")    # -> export.ExportResult (needs torch)
     art = wd.build(onnx.path, "ort", "int8")                  # -> artifact.Artifact
     results = wd.bench(["ort"], ["wae.onnx"])                 # -> the results dict (bench/SCHEMA.md)
-    with wd.load(art.path) as model:                          # -> predict.Model
+    with wd.load(art) as model:                               # -> predict.Model (or an artifact folder, a .onnx)
         model.predict(["cat.jpg"])                            # -> [predict.Prediction]
 
 Each call imports its step when called, so `import wae_deploy` stays light and torch-free.
@@ -43,7 +43,7 @@ def bench(targets, models, log=_quiet, **options) -> dict:
 
 
 def load(path, target: str = "auto", threads: int | None = None):
-    """An artifact folder or an exported .onnx model, ready to predict (see predict.Model)."""
+    """An Artifact, an artifact folder or an exported .onnx model, ready to predict (see predict.Model)."""
     from .predict import load as run
 
     return run(path, target, threads)

@@ -96,9 +96,9 @@ class Model:
         return self.classes[index] if index < len(self.classes) else str(index)
 
 
-def load(path: str | Path, target: str = "auto", threads: int | None = None) -> Model:
-    """Open an artifact folder (the runtime it was built for) or an exported .onnx file (ONNX Runtime)."""
-    path = Path(path)
+def load(path: str | Path | artifact.Artifact, target: str = "auto", threads: int | None = None) -> Model:
+    """Open an artifact (folder) on the runtime it was built for, or an exported .onnx file on ONNX Runtime."""
+    path = path.path if isinstance(path, artifact.Artifact) else Path(path)
     if path.is_dir():
         art = artifact.open(path)
         name = art.target if target == "auto" else get_target(target).name
