@@ -184,3 +184,12 @@ def test_api_accuracy_on_real_test_images(work, readme_output, cifar_test):
         predictions = model.classify(sample.images, [str(i) for i in range(len(sample))], top_k=1)
     top1 = np.mean([p.index == label for p, label in zip(predictions, sample.labels)])
     assert top1 > 0.7, top1  # the reference WAE-ResNet-20 scores 80% on the whole split
+
+
+def test_api_bench_returns_the_results_of_a_real_run(work, readme_output, tmp_path):
+    results = wd.bench(["ort"], [work / "wae.onnx"], precisions=["fp32"], batches=[1], eval_size=100, threads=1,
+                       min_time_s=0.2, min_iters=5, workdir=tmp_path)
+    (entry,) = results["entries"]
+    assert (entry["model"], entry["target"], entry["precision"], entry["batch"]) == ("wae", "ort", "fp32", 1)
+    assert entry["accuracy"]["top1"] > 60 and entry["accuracy"]["n"] == 100
+    assert entry["latency"]["median_ms"] > 0
