@@ -193,3 +193,14 @@ def test_api_bench_returns_the_results_of_a_real_run(work, readme_output, tmp_pa
     assert (entry["model"], entry["target"], entry["precision"], entry["batch"]) == ("wae", "ort", "fp32", 1)
     assert entry["accuracy"]["top1"] > 60 and entry["accuracy"]["n"] == 100
     assert entry["latency"]["median_ms"] > 0
+
+
+def test_api_steps_are_their_modules_and_stay_callable(work, readme_output, tmp_path):
+    import wae_deploy.bench.suite  # noqa: F401 - imports build and export too, as any caller may
+    import wae_deploy.build as build_module
+    import wae_deploy.export as export_module
+
+    assert wd.build is build_module and wd.export is export_module and callable(wd.bench)
+    assert callable(export_module.simplify) and callable(build_module.calibration_set)  # still modules
+    art = wd.build(work / "wae.onnx", "ort", "fp32", tmp_path / "again")
+    assert wd.build(work / "wae.onnx", "ort", "fp32", tmp_path / "again").path == art.path == tmp_path / "again"
