@@ -357,7 +357,7 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     if update and not recorded:
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
-    models = models or SUITES[suite]
+    models = models or [_reference(m) for m in SUITES[suite]]
     if suite == "paper" and not any(m.endswith((".pt", ".onnx")) for m in models):
         models = [_untrained(arch, workdir) for arch in models]
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
@@ -386,6 +386,13 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
             click.echo(line, err=not verdict.ok)
         click.echo("gate: " + ("passed" if verdict.ok else "FAILED"))
         sys.exit(verdict.exit_code)
+
+
+def _reference(model: str) -> str:
+    """A suite's checkpoint as found from the working directory, else in this checkout's models/."""
+    if not model.startswith("models/") or Path(model).is_file():
+        return model
+    return str(Path(__file__).resolve().parent.parent / model)
 
 
 def _untrained(arch: str, workdir: Path) -> str:
