@@ -278,9 +278,12 @@ def predict(model, images, target_name, top_k, batch, threads, as_json):
     with load(model, target_name, threads) as m, \
             Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                      console=Console(stderr=True, highlight=False), transient=True, disable=not bar) as progress:
-        # Lines on stderr go through the bar's console while it is drawn, so they don't tear it.
-        warn = (lambda line: progress.console.print(line, markup=False)) if bar else (lambda line: click.echo(
-            line, err=True))
+        def warn(line: str) -> None:
+            if bar:  # through the bar's console while it is drawn, so the line does not tear it
+                progress.console.print(line, markup=False)
+            else:
+                click.echo(line, err=True)
+
         task = progress.add_task("classifying", total=len(files))
         t0 = time.perf_counter()
         for result in predict_files(m, files, top_k, batch):
