@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # torch is pinned: on the project's machines 2.13.0 is a CPU build on local disk; an
-# unpinned torch pulls a multi-GB CUDA build.
+# unpinned torch pulls a multi-GB CUDA build. Development gets every extra but [trt] (TensorRT
+# does not install without an NVIDIA GPU); a device needs only the base install (README).
 TORCH  ?= torch==2.13.0
 EPOCHS ?= 20
 THREADS ?=
@@ -29,7 +30,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[openvino,dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[train,openvino,dev]'
 	touch $@
 
 test: $(STAMP)

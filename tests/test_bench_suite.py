@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -177,3 +178,12 @@ def test_cli_gate_passes_on_its_own_record_and_catches_an_accuracy_drop(first, c
     for e in updated["entries"]:
         assert e["accuracy"] == R.find_entry(rec, e["model"], "ort", "fp32", e["batch"])["accuracy"]
 
+
+
+def test_builtin_suite_finds_the_reference_checkpoints_from_anywhere(tmp_path, monkeypatch):
+    from wae_deploy.cli import SUITES, _reference
+
+    monkeypatch.chdir(tmp_path)
+    found = [Path(_reference(m)) for m in SUITES["cifar10"]]
+    assert all(p.is_absolute() and p.is_file() for p in found), found
+    assert _reference("wae-vgg16") == "wae-vgg16"  # architecture names (the paper suite) stay names

@@ -21,15 +21,16 @@ import pytest
 from click.testing import CliRunner
 
 from wae_deploy import checkpoint
+from wae_deploy.artifact import KEYS as ARTIFACT_KEYS
 from wae_deploy.build import build, calibration_set
 from wae_deploy.cli import main
+from wae_deploy.cpu import cpu_has
 from wae_deploy.data import load_split
 from wae_deploy.errors import UserError
 from wae_deploy.export import export
 from wae_deploy.preprocess import CIFAR
 from wae_deploy.targets import get_target
 from wae_deploy.targets.openvino import COMPUTE
-from wae_deploy.train import cpu_has
 
 CALIB = 32
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "wae-resnet20.pt"
@@ -81,7 +82,7 @@ def infer(artifact, target: str, images: np.ndarray, chunk: int = 50) -> np.ndar
 @pytest.fixture(scope="module")
 def reference(artifacts, images) -> np.ndarray:
     """Logits of the FP32 ONNX Runtime artifact: what every other build is compared with."""
-    return infer(artifacts["ort", "fp32"][0], "ort", images)
+    return infer(artifacts["ort", "fp32"].path, "ort", images)
 
 
 def conv_nodes(onnx_path, prefix: str = "") -> int:
@@ -96,7 +97,8 @@ def _get(artifacts, target, precision):
 
 @pytest.mark.parametrize("target,precision", BUILDS)
 def test_artifact_folder_and_manifest(artifacts, wae_onnx, data_root, target, precision):
-    path, manifest = _get(artifacts, target, precision)
+    art = _get(artifacts, target, precision)
+    path, manifest = art.path, art.manifest
     assert path == wae_onnx.with_name(f"wae.{target}-{precision}") and path.is_dir()
     assert sorted(p.name for p in path.iterdir()) == sorted(MODEL_FILES[target] + ["manifest.json"])
     on_disk = json.loads((path / "manifest.json").read_text())
@@ -110,24 +112,27 @@ def test_artifact_folder_and_manifest(artifacts, wae_onnx, data_root, target, pr
     if precision == "int8":
         assert on_disk["calibration"] == {"root": str(data_root), "split": "train", "size": CALIB, "seed": 0}
     else:
-        assert "calibration" not in on_disk
+        assert on_disk["calibration"] is None
     if target == "openvino":
-        assert on_disk["compute_precision"] == COMPUTE[precision]
+        assert on_disk["details"]["compute_precision"] == COMPUTE[precision]
+    # the device needs nothing beside the artifact: preprocessing and class names travel in it
+    assert on_disk["classes"][:2] == ["airplane", "automobile"] and art.preprocessing == CIFAR
+    assert set(on_disk) == set(ARTIFACT_KEYS)
 
 
 def test_ort_int8_really_runs_int8(artifacts, wae_onnx):
     convs = conv_nodes(wae_onnx)
-    fp32 = artifacts["ort", "fp32"][1]["executed"]
+    fp32 = artifacts["ort", "fp32"].manifest["executed"]
     assert fp32["int8_ops"] == {}
     assert sum(fp32["float_ops"].get(k, 0) for k in ("Conv", "FusedConv", "NchwcConv")) == convs
-    int8 = artifacts["ort", "int8"][1]["executed"]
+    int8 = artifacts["ort", "int8"].manifest["executed"]
     assert int8["int8_ops"].get("QLinearConv") == convs, int8
     assert not any(k in int8["float_ops"] for k in ("Conv", "FusedConv", "NchwcConv")), int8
 
 
 def test_openvino_reports_precision_each_layer_runs_in(artifacts):
     def layers(precision):
-        return _get(artifacts, "openvino", precision)[1]["executed"]
+        return _get(artifacts, "openvino", precision).manifest["executed"]
 
     fp32 = layers("fp32")
     assert sum(fp32.values()) > 0 and all(k.endswith(":f32") for k in fp32), fp32
@@ -136,7 +141,7 @@ def test_openvino_reports_precision_each_layer_runs_in(artifacts):
     int8 = layers("int8")
     int8_convs = sum(v for k, v in int8.items() if k in ("Convolution:u8", "Convolution:i8"))
     assert int8_convs == total_convs, int8
-    fp16_manifest = artifacts["openvino", "fp16"][1]
+    fp16_manifest = artifacts["openvino", "fp16"].manifest
     assert "FP16 weights" in fp16_manifest["note"] and "f32" in fp16_manifest["note"]
     # what the note says is what the runtime graph shows: f32 compute, not f16
     assert all(k.endswith(":f32") for k in fp16_manifest["executed"]), fp16_manifest["executed"]
@@ -147,7 +152,7 @@ def test_openvino_reports_precision_each_layer_runs_in(artifacts):
 
 @pytest.mark.parametrize("target,precision", BUILDS)
 def test_artifact_infers_like_fp32_ort(artifacts, images, reference, target, precision):
-    path, _ = _get(artifacts, target, precision)
+    path = _get(artifacts, target, precision).path
     logits = infer(path, target, images)
     assert logits.shape == (200, 10) and logits.dtype == np.float32 and np.isfinite(logits).all()
     agreement = (logits.argmax(1) == reference.argmax(1)).mean()
@@ -164,8 +169,8 @@ def test_artifact_infers_like_fp32_ort(artifacts, images, reference, target, pre
 def test_keep_float_encoder_leaves_decomposer_convs_in_float(wae_onnx, tmp_path):
     encoder_convs = conv_nodes(wae_onnx, "decomposer.")
     assert encoder_convs == 5  # three 16-channel convolutions and the I_L and I_H heads
-    out, manifest = build(wae_onnx, "ort", "int8", tmp_path / "kept", calib_size=CALIB, keep_float=("encoder",),
-                          log=_quiet)
+    manifest = build(wae_onnx, "ort", "int8", tmp_path / "kept", calib_size=CALIB, keep_float=("encoder",),
+                     log=_quiet).manifest
     ex = manifest["executed"]
     assert manifest["keep_float"] == ["encoder"]
     assert ex["float_ops"].get("Conv", 0) + ex["float_ops"].get("FusedConv", 0) == encoder_convs, ex
@@ -174,7 +179,7 @@ def test_keep_float_encoder_leaves_decomposer_convs_in_float(wae_onnx, tmp_path)
 
 @pytest.mark.parametrize("target", ["ort", "openvino"])
 def test_load_refuses_artifact_of_another_runtime_version_or_target(artifacts, tmp_path, target):
-    source, _ = artifacts[target, "fp32"]
+    source = artifacts[target, "fp32"].path
     other = "openvino" if target == "ort" else "ort"
     with pytest.raises(UserError, match="built for target"):
         get_target(other).load(source)
@@ -200,11 +205,11 @@ def test_calibration_sampling_is_deterministic(data_root, artifacts):
     assert np.array_equal(a.images, expected.images) and np.array_equal(a.labels, expected.labels)
     assert len(set(a.labels.tolist())) > 1
     # one calibration set for every target
-    assert artifacts["ort", "int8"][1]["calibration"] == artifacts["openvino", "int8"][1]["calibration"]
+    assert artifacts["ort", "int8"].manifest["calibration"] == artifacts["openvino", "int8"].manifest["calibration"]
 
 
 def test_accuracy_bounded_build_meets_a_loose_bound_in_one_step(artifacts):
-    path, manifest = artifacts["ort", "int8"]
+    path, manifest = artifacts["ort", "int8"].path, artifacts["ort", "int8"].manifest
     bound = manifest["accuracy_bound"]
     assert bound["max_drop"] == 100 and bound["held_out"] == 100
     assert len(bound["steps"]) == 1 and bound["steps"][0]["keep_float"] == []
@@ -220,13 +225,25 @@ def test_per_layer_search_runs_through_nncf(wae_onnx, cifar_test, images, refere
     assert t.accuracy_control
     held_out = cifar_test.sample(60, seed=3)
     calib = cifar_test.sample(CALIB, seed=4)
-    manifest = t.build(wae_onnx, "int8", calib, tmp_path / "a", accuracy_control=(held_out, 0.5))
-    assert manifest["accuracy_control"] is True
+    art = t.build(wae_onnx, "int8", calib, tmp_path / "a", accuracy_control=(held_out, 0.5))
+    assert art.manifest["accuracy_control"] is True and art.path == tmp_path / "a"
     logits = infer(tmp_path / "a", target, images)
     assert logits.shape == reference.shape and np.isfinite(logits).all()
 
 
-def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path):
+def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path, monkeypatch):
+    """Every INT8 step is scored 100 points below its real top-1 (the FP32 reference, scored first,
+    is not), so a bound of 0 cannot be met whatever the real drop on 100 images happens to be."""
+    import wae_deploy.build as build_module
+
+    real, calls = build_module.evaluate_runner, []
+
+    def penalised(*args, **kw):
+        result = real(*args, **kw)
+        calls.append(result)
+        return result if len(calls) == 1 else {**result, "top1": result["top1"] - 100}
+
+    monkeypatch.setattr(build_module, "evaluate_runner", penalised)
     src = tmp_path / "src"
     src.mkdir()
     for name in ("wae.onnx",):
@@ -235,9 +252,9 @@ def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path
     out.parent.mkdir()
     res = CliRunner().invoke(main, ["build", str(src / "wae.onnx"), "--target", "ort", "--precision", "int8",
                                     "--calib-size", str(CALIB), "--eval-size", "100",
-                                    "--max-accuracy-drop=-100", "-o", str(out)])
+                                    "--max-accuracy-drop=0", "-o", str(out)])
     assert res.exit_code == 1, res.output
-    assert "cannot keep the top-1 drop within -100" in res.output
+    assert "cannot keep the top-1 drop within 0" in res.output
     # every fallback step was tried (a WAE: nothing, then encoder+high, then +fusion) before giving up
     assert res.output.count("keeping") == 3, res.output
     assert not out.exists()
@@ -246,7 +263,8 @@ def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path
 
 def test_torch_target_needs_the_checkpoint_beside_the_onnx(wae_onnx, images, reference, tmp_path):
     assert wae_onnx.with_suffix(".pt").is_file()
-    path, manifest = build(wae_onnx, "torch", "fp32", tmp_path / "wae.torch-fp32", log=_quiet)
+    art = build(wae_onnx, "torch", "fp32", tmp_path / "wae.torch-fp32", log=_quiet)
+    path, manifest = art.path, art.manifest
     assert manifest["target"] == "torch" and (path / "model.pt").is_file()
     assert checkpoint.sha256(path / "model.pt") == checkpoint.sha256(wae_onnx.with_suffix(".pt"))
     logits = infer(path, "torch", images)

@@ -48,8 +48,19 @@ def tiny_onnx(tmp_path_factory):
         dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
     )
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    onnx.save(prog.model_proto, path)
+    onnx.save(described(prog.model_proto), path)
     return path
+
+
+def described(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The wae_deploy metadata export writes: an artifact carries its preprocessing and class names."""
+    from wae_deploy import onnx_meta
+    from wae_deploy.preprocess import Preprocessing
+
+    spec = Preprocessing(resize=16, crop=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    onnx_meta.write(model, onnx_meta.ModelInfo(arch="tiny", classes=[str(i) for i in range(10)], preprocessing=spec,
+                                               config={}, checkpoint_sha256="", version="test", extra={}))
+    return model
 
 
 # ---------------------------------------------------------------- import and availability
@@ -409,19 +420,24 @@ def test_engine_from_another_tensorrt_or_gpu_is_refused():
         T.check_engine_identity(META, "10.3.0", "NVIDIA H100", (9, 0))
 
 
-def test_load_refuses_a_foreign_engine_before_touching_the_gpu(fake_runtime, tmp_path):
-    from wae_deploy.targets.base import write_manifest
+def test_load_refuses_a_foreign_engine_before_touching_the_gpu(fake_runtime, tiny_onnx, tmp_path):  # noqa: F811
+    from wae_deploy import artifact, onnx_meta
+
+    def write_manifest(folder, version):
+        manifest = artifact.new_manifest(tiny_onnx, onnx_meta.read(tiny_onnx), "trt", "fp32", version)
+        artifact.write(folder, folder, manifest)
+
 
     other_version = tmp_path / "other-version"
     other_version.mkdir()
     T.write_engine(other_version / T.ENGINE, b"PLAN", dict(META, tensorrt="10.7.0"))
-    write_manifest(other_version, {"target": "trt", "runtime_version": "10.7.0"})
+    write_manifest(other_version, "10.7.0")
     with pytest.raises(UserError, match="built with trt 10.7.0"):
         T.TensorRTTarget().load(other_version)
     other_gpu = tmp_path / "other-gpu"
     other_gpu.mkdir()
     T.write_engine(other_gpu / T.ENGINE, b"PLAN", dict(META, gpu="Thor"))
-    write_manifest(other_gpu, {"target": "trt", "runtime_version": "10.3.0"})
+    write_manifest(other_gpu, "10.3.0")
     with pytest.raises(UserError, match="built by TensorRT 10.3.0 for Thor"):
         T.TensorRTTarget().load(other_gpu)
     with pytest.raises(UserError, match="not a wae-deploy artifact"):
@@ -446,8 +462,8 @@ def recorded_builds(fake_runtime, monkeypatch):
 
 def test_build_writes_stamped_artifact_and_reuses_cache(recorded_builds, tiny_onnx, tmp_path):
     target = T.TensorRTTarget(cache_root=tmp_path / "cache")
-    manifest = target.build(tiny_onnx, "fp16", None, tmp_path / "a")
-    assert manifest["target"] == "trt" and manifest["precision"] == "fp16"
+    art = target.build(tiny_onnx, "fp16", None, tmp_path / "a")
+    assert art.target == "trt" and art.precision == "fp16" and art.classes == [str(i) for i in range(10)]
     assert (tmp_path / "a" / T.ENGINE).read_bytes() == b"PLAN fp16 #1"
     plan, meta = T.read_engine(tmp_path / "a" / T.ENGINE)
     identity = (meta["tensorrt"], meta["gpu"], meta["compute_capability"], meta["precision"])
@@ -488,11 +504,11 @@ def test_int8_needs_a_tensorrt_ready_qdq_model(recorded_builds, tiny_onnx, tmp_p
     with pytest.raises(UserError, match="no Q/DQ nodes"):
         target.build(tiny_onnx, "int8", None, tmp_path / "a.plan")
     bad = tmp_path / "asym.onnx"
-    onnx.save(qdq_model(act_zp=np.int8(5)), bad)
+    onnx.save(described(qdq_model(act_zp=np.int8(5))), bad)
     with pytest.raises(UserError, match="cannot run as TensorRT INT8: .*asymmetric"):
         target.build(bad, "int8", None, tmp_path / "a")
     good = tmp_path / "qdq.onnx"
-    onnx.save(qdq_model(act_zp=np.uint8(0)), good)         # NNCF-style unsigned activations are fixed up
+    onnx.save(described(qdq_model(act_zp=np.uint8(0))), good)         # NNCF-style unsigned activations are fixed up
     with pytest.raises(UserError, match="build it with --precision int8"):
         target.build(good, "fp16", None, tmp_path / "a")
     target.build(good, "int8", None, tmp_path / "a")
@@ -533,7 +549,7 @@ def test_int8_engine_from_nncf_model(tmp_path, tiny_onnx):
     rng = np.random.default_rng(0)
     data = [{"images": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
     qdq_path = tmp_path / "tiny-qdq.onnx"
-    onnx.save(nncf.quantize(onnx.load(tiny_onnx), nncf.Dataset(data), subset_size=8), qdq_path)
+    onnx.save(described(nncf.quantize(onnx.load(tiny_onnx), nncf.Dataset(data), subset_size=8)), qdq_path)
     target.build(qdq_path, "int8", None, tmp_path / "tiny-int8")
     artifact = tmp_path / "tiny-int8"
     x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)

@@ -186,7 +186,7 @@ def test_jetson_job_benches_trt_against_the_recorded_baseline():
     script = "\n".join(run_scripts(job))
     assert "sudo -n nvpmodel -q" in script and "sudo -n jetson_clocks --show" in script
     assert "python3 -m venv --system-site-packages .venv" in script
-    assert "pip install -c" in script and "-e '.[dev]'" in script
+    assert "pip install -c" in script and "-e '.[train,dev]'" in script  # export needs the [train] extra
 
     (doctor,) = commands(job, "wae-deploy doctor")
     assert option_values(doctor, "--target") == ["trt"]

@@ -28,6 +28,12 @@ def check_writable(final: str | os.PathLike, kind: str | None = None) -> None:
         raise UserError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise UserError(f"output folder is not writable: {parent}")
+    try:  # os.access says yes to root everywhere, /proc and read-only mounts included: try it
+        fd, probe = tempfile.mkstemp(prefix=".wae-deploy.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"output folder is not writable: {parent} ({e.strerror or e})") from e
     if kind == "file" and final.is_dir() and not final.is_symlink():
         raise UserError(f"output path is a folder, not a file: {final}")
     if kind == "dir":
@@ -85,7 +91,10 @@ def atomic_path(final: str | os.PathLike, suffix: str = ""):
     final = Path(final)
     check_writable(final, "file")
     parent = final.parent if str(final.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".partial", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix + ".partial", dir=parent)
+    except OSError as e:
+        raise UserError(f"cannot write {final}: {e.strerror or e}") from e
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; outputs get the usual mode
     try:

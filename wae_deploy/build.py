@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
+import sys
 import time
 from pathlib import Path
 
-from . import atomic, onnx_meta
+from . import Step, atomic, onnx_meta
+from .artifact import Artifact
 from .data import ImageSet, default_data_root, load_split
 from .errors import UserError
 from .metrics import evaluate_runner
 from .targets import get_target
 
+sys.modules[__name__].__class__ = Step  # `wd.build(...)`: see wae_deploy.Step
 CALIB_SEED, HELD_OUT_SEED = 0, 1
 
 
@@ -34,19 +36,11 @@ def held_out_set(spec, eval_dir: str | Path | None, size: int) -> ImageSet:
     return load_split(root, "test", spec).sample(size, seed=HELD_OUT_SEED)
 
 
-def _versions() -> dict:
-    out = {}
-    for pkg in ("onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "torch"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Path | None = None,
           calib_dir=None, calib_size: int = 300, max_accuracy_drop: float | None = None, eval_dir=None,
-          eval_size: int = 2000, keep_float: tuple[str, ...] = (), log=print) -> tuple[Path, dict]:
+          eval_size: int = 2000, keep_float: tuple[str, ...] = (), log=print) -> Artifact:
+    if max_accuracy_drop is not None and not max_accuracy_drop >= 0:  # also refuses NaN
+        raise UserError(f"--max-accuracy-drop must be zero or more top-1 points, got {max_accuracy_drop}")
     target = get_target(target_name)
     if precision not in target.precisions:
         raise UserError(f"target {target.name} cannot build {precision}; it builds {', '.join(target.precisions)}")
@@ -58,16 +52,12 @@ def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Pa
     out = Path(out) if out else default_artifact(onnx_path, target.name, precision)
     atomic.check_writable(out, "dir")  # before calibration: a bad -o fails at once
     t0 = time.perf_counter()
-    from .checkpoint import sha256
-
-    meta = {"source": onnx_path.name, "source_sha256": sha256(onnx_path), "arch": info.arch,
-            "tool_versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {}
     calib = None
     if precision == "int8":
         calib, meta["calibration"] = calibration_set(info.preprocessing, calib_dir, calib_size)
     if max_accuracy_drop is None or precision == "fp32":
-        manifest = target.build(onnx_path, precision, calib, out, keep_float=keep_float, meta=meta)
-        return out, manifest
+        return target.build(onnx_path, precision, calib, out, keep_float=keep_float, meta=meta)
 
     # Accuracy-bounded build: measure, and keep more in float until the drop fits the bound.
     held_out = held_out_set(info.preprocessing, eval_dir, eval_size)
@@ -86,7 +76,7 @@ def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Pa
     tried = []
     for step in steps:
         kept = tuple(keep_float) + step
-        manifest = target.build(onnx_path, precision, calib, out, keep_float=kept, meta=meta)
+        art = target.build(onnx_path, precision, calib, out, keep_float=kept, meta=meta)
         with target.load(out) as runner:
             top1 = evaluate_runner(runner, held_out, info.preprocessing)["top1"]
         drop = ref_top1 - top1
@@ -98,8 +88,8 @@ def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Pa
     else:
         if target.accuracy_control and precision == "int8":
             log("  per-layer search (NNCF accuracy control) ...")
-            manifest = target.build(onnx_path, precision, calib, out, keep_float=tuple(keep_float), meta=meta,
-                                    accuracy_control=(held_out, max_accuracy_drop))
+            art = target.build(onnx_path, precision, calib, out, keep_float=tuple(keep_float), meta=meta,
+                               accuracy_control=(held_out, max_accuracy_drop))
             with target.load(out) as runner:
                 top1 = evaluate_runner(runner, held_out, info.preprocessing)["top1"]
             drop = ref_top1 - top1
@@ -109,10 +99,7 @@ def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Pa
             shutil.rmtree(out, ignore_errors=True)
             raise UserError(f"{precision} on {target.name} cannot keep the top-1 drop within {max_accuracy_drop} "
                             f"points (best {min(t['drop'] for t in tried):.2f}); no artifact written", exit_code=1)
-    manifest["accuracy_bound"] = {"max_drop": max_accuracy_drop, "fp32_top1": ref_top1, "held_out": len(held_out),
-                                  "steps": tried, "seconds": round(time.perf_counter() - t0, 1)}
-    # The bound's evidence belongs with the artifact: rewrite its manifest atomically.
-    import json
-
-    atomic.write_text(out / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
-    return out, manifest
+    # The bound's evidence belongs with the artifact.
+    return art.updated(accuracy_bound={"max_drop": max_accuracy_drop, "fp32_top1": ref_top1,
+                                       "held_out": len(held_out), "steps": tried,
+                                       "seconds": round(time.perf_counter() - t0, 1)})

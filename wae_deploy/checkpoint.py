@@ -6,7 +6,6 @@ code is refused, never executed.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import warnings
 import zipfile
@@ -17,6 +16,7 @@ import torch
 
 from . import __version__, atomic
 from .errors import UserError
+from .hashing import sha256  # noqa: F401 - a checkpoint's identity in the ONNX metadata
 from .models import create_model, parse_arch
 from .preprocess import Preprocessing
 
@@ -59,14 +59,6 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
     """Write atomically: a reader sees the old file or the new one, never half of one."""
     with atomic.atomic_path(path) as tmp:
         torch.save(ckpt.to_dict(), tmp)
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load(path: str | Path) -> Checkpoint:

@@ -12,6 +12,10 @@ import click
 from . import __version__
 from .errors import UserError
 
+# Packages of the optional installs (pyproject.toml), by the extra that brings them.
+EXTRAS = {"torch": "train", "onnxscript": "train", "onnxslim": "train", "openvino": "openvino", "nncf": "openvino",
+          "matplotlib": "plot"}
+
 
 class Group(click.Group):
     """Turns UserError (and stray OS errors) into one line on stderr and a documented exit status."""
@@ -42,6 +46,9 @@ class Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - a bug must still not spill a traceback on users
+            if isinstance(e, ModuleNotFoundError) and e.name in EXTRAS:  # a base install running `export`
+                click.echo(f"error: this command needs {e.name}: pip install 'wae-deploy[{EXTRAS[e.name]}]'", err=True)
+                sys.exit(2)
             if os.environ.get("WAE_DEBUG"):
                 raise
             click.echo(f"error: internal error: {type(e).__name__}: {_one_line(str(e))} "
@@ -234,16 +241,69 @@ def build(model, target_name, precision, calib, calib_size, max_accuracy_drop, e
     """Build a runtime artifact (FP32/FP16/BF16/INT8) from an exported ONNX model."""
     from .build import build as run
 
-    path, manifest = run(model, target_name, precision, out, calib_dir=calib, calib_size=calib_size,
-                         max_accuracy_drop=max_accuracy_drop, eval_dir=eval_dir, eval_size=eval_size,
-                         keep_float=tuple(keep_float), log=click.echo)
-    click.echo(f"wrote {path} ({manifest['target']} {manifest['precision']}, "
-               f"{manifest.get('build_seconds', 0):.1f} s)")
-    executed = manifest.get("executed") or {}
-    for kind, counts in executed.items():
+    art = run(model, target_name, precision, out, calib_dir=calib, calib_size=calib_size,
+              max_accuracy_drop=max_accuracy_drop, eval_dir=eval_dir, eval_size=eval_size,
+              keep_float=tuple(keep_float), log=click.echo)
+    seconds = art.manifest["build_seconds"]
+    click.echo(f"wrote {art.path} ({art.target} {art.precision}"
+               + (f", {seconds:.1f} s)" if seconds is not None else ")"))
+    for kind, counts in art.manifest["executed"].items():
         click.echo(f"  {kind}: {counts}")
-    if manifest.get("note"):
-        click.echo(f"  note: {manifest['note']}")
+    if art.manifest["note"]:
+        click.echo(f"  note: {art.manifest['note']}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--target", "target_name", default="auto", show_default=True,
+              help="auto: the runtime the artifact was built for (ONNX Runtime for an .onnx model).")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Classes shown per image.")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="Images per inference call.")
+@click.option("--threads", type=click.IntRange(1), help="Runtime threads [default: all cores].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+def predict(model, images, target_name, top_k, batch, threads, as_json):
+    """Classify images (files or folders) with an artifact or an exported ONNX model."""
+    import json
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .predict import image_files, load, predict_files
+
+    files = list(image_files(images))
+    bar = sys.stderr.isatty() and len(files) > 1
+    failed = 0
+    with load(model, target_name, threads) as m, \
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                     console=Console(stderr=True, highlight=False), transient=True, disable=not bar) as progress:
+        def warn(line: str) -> None:
+            if bar:  # through the bar's console while it is drawn, so the line does not tear it
+                progress.console.print(line, markup=False)
+            else:
+                click.echo(line, err=True)
+
+        task = progress.add_task("classifying", total=len(files))
+        t0 = time.perf_counter()
+        for result in predict_files(m, files, top_k, batch):
+            progress.advance(task)
+            if isinstance(result, UserError):
+                if len(files) == 1:
+                    raise result
+                failed += 1
+                warn(f"error: {_one_line(str(result))}")
+            elif as_json:
+                click.echo(json.dumps(result.to_dict()))
+            else:
+                click.echo(f"{result.source}: " + ", ".join(f"{c} {p:.3f}" for c, p in result.top))
+        seconds = time.perf_counter() - t0
+    done = len(files) - failed
+    if len(files) > 1:
+        click.echo(f"{done} images in {seconds:.2f} s ({done / seconds:.1f} images/s, decoding included) on "
+                   f"{m.target} {m.precision}" + (f"; {failed} unreadable" if failed else ""), err=True)
+    if failed:
+        raise UserError(f"{failed} of {len(files)} images could not be read (listed above)")
 
 
 def _csv(kind):
@@ -267,11 +327,6 @@ SUITES = {
     "paper": ["wae-vgg16", "vgg16", "wae-resnet50", "resnet50"],
 }
 
-
-def _suite_model(path: str) -> str:
-    """A suite's checkpoint from the working directory, else from the checkout wae-deploy runs from."""
-    repo = Path(__file__).resolve().parent.parent / path
-    return path if Path(path).exists() or not repo.exists() else str(repo)
 
 
 @main.command()
@@ -310,7 +365,7 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     if update and not recorded:
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
-    models = models or [_suite_model(m) if m.endswith(".pt") else m for m in SUITES[suite]]
+    models = models or [_reference(m) for m in SUITES[suite]]
     if suite == "paper" and not any(m.endswith((".pt", ".onnx")) for m in models):
         models = [_untrained(arch, workdir) for arch in models]
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
@@ -341,6 +396,13 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
             click.echo(line, err=not verdict.ok)
         click.echo("gate: " + ("passed" if verdict.ok else "FAILED"))
         sys.exit(verdict.exit_code)
+
+
+def _reference(model: str) -> str:
+    """A suite's checkpoint as found from the working directory, else in this checkout's models/."""
+    if not model.startswith("models/") or Path(model).is_file():
+        return model
+    return str(Path(__file__).resolve().parent.parent / model)
 
 
 def _untrained(arch: str, workdir: Path) -> str:

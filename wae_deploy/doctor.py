@@ -36,8 +36,8 @@ CPU_TARGETS = ("torch", "ort", "openvino")
 DEFAULT_PRECISIONS = {"torch": ("fp32",), "ort": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
                       "trt": ("fp32", "fp16", "int8")}
 INSTALL_CORE = "pip install wae-deploy"
-INSTALL = {"torch": INSTALL_CORE, "ort": INSTALL_CORE, "openvino": "pip install 'wae-deploy[openvino]'",
-           "trt": "pip install 'wae-deploy[trt]'"}
+INSTALL = {"torch": "pip install 'wae-deploy[train]'", "ort": INSTALL_CORE,
+           "openvino": "pip install 'wae-deploy[openvino]'", "trt": "pip install 'wae-deploy[trt]'"}
 JETSON_TRT_INSTALL = "sudo apt install nvidia-tensorrt python3-libnvinfer (and a venv made with --system-site-packages)"
 
 

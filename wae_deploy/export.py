@@ -12,6 +12,7 @@ import importlib.util
 import io
 import json
 import logging
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ import numpy as np
 import onnx
 import torch
 
-from . import __version__, atomic, checkpoint, onnx_meta
+from . import Step, __version__, atomic, checkpoint, onnx_meta
 from .data import default_data_root, load_split
 from .errors import UserError
 from .models import Decomposed
 
+sys.modules[__name__].__class__ = Step  # `wd.export(...)`: see wae_deploy.Step
 MIN_OPSET = 18  # the dynamo exporter's floor; older opsets need the retired TorchScript path
 MAX_ABS_DIFF = 1e-4
 SIMPLIFIERS = ("onnxslim", "onnxsim", "none")

@@ -6,6 +6,7 @@ exactly the pixels it was trained on.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import warnings
 from dataclasses import asdict, dataclass
@@ -53,42 +54,58 @@ class Preprocessing:
 
     def load_image(self, path) -> np.ndarray:
         """Decode, resize and crop one file to a crop x crop x 3 uint8 array."""
-        too_large = UserError(f"image too large (over {MAX_IMAGE_PIXELS} pixels): {path}")
+        with self._decoding(path), Image.open(path) as im:
+            return self._fit(im, path)
+
+    def prepare(self, image) -> np.ndarray:
+        """A PIL image or an H x W x 3 uint8 RGB array -> crop x crop x 3 uint8, as load_image does a file."""
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise UserError(f"an image array must be H x W x 3 uint8 (RGB), got {image.dtype} {image.shape}")
+            image = Image.fromarray(image)
+        elif not isinstance(image, Image.Image):
+            raise UserError(f"not an image: {type(image).__name__} (give a path, a PIL image or a uint8 array)")
+        with self._decoding("image"):
+            return self._fit(image, "image")
+
+    @contextlib.contextmanager
+    def _decoding(self, where):
+        """What PIL raises on bad bytes, and decompression bombs, become one UserError naming `where`."""
+        too_large = UserError(f"image too large (over {MAX_IMAGE_PIXELS} pixels): {where}")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # damaged files make PIL warn on stderr; the error says it
                 # PIL only warns between 1x and 2x its limit; past our limit is refused, before decoding.
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
-                    w, h = im.size
-                    if w * h > MAX_IMAGE_PIXELS:
-                        raise too_large
-                    if min(w, h) < 1:
-                        raise UserError(f"unreadable image {path}: it has no pixels ({w}x{h})")
-                    size = None
-                    if min(w, h) != self.resize:
-                        s = self.resize / min(w, h)
-                        size = (max(self.crop, round(w * s)), max(self.crop, round(h * s)))
-                        if size[0] * size[1] > MAX_IMAGE_PIXELS:  # a 1 x 10^7 strip would grow 32-fold
-                            raise UserError(f"image {path} ({w}x{h}) is too elongated to resize to "
-                                            f"{self.resize} pixels on its shorter side")
-                    im = im.convert("RGB")
-                    if size:
-                        im = im.resize(size, Image.BILINEAR)
-                    w, h = im.size
-                    left, top = (w - self.crop) // 2, (h - self.crop) // 2
-                    im = im.crop((left, top, left + self.crop, top + self.crop))
-                    arr = np.asarray(im, dtype=np.uint8)
+                yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise too_large from e
         except UserError:
             raise
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
                 ZeroDivisionError, OverflowError, MemoryError) as e:  # what PIL's decoders raise on bad bytes
-            raise UserError(f"unreadable image {path}: {type(e).__name__}: {str(e)[:200]}") from e
-        if self.channel_order == "BGR":
-            arr = arr[..., ::-1]
-        return arr
+            raise UserError(f"unreadable image {where}: {type(e).__name__}: {str(e)[:200]}") from e
+
+    def _fit(self, im: Image.Image, where) -> np.ndarray:
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise UserError(f"image too large (over {MAX_IMAGE_PIXELS} pixels): {where}")
+        if min(w, h) < 1:
+            raise UserError(f"unreadable image {where}: it has no pixels ({w}x{h})")
+        size = None
+        if min(w, h) != self.resize:
+            s = self.resize / min(w, h)
+            size = (max(self.crop, round(w * s)), max(self.crop, round(h * s)))
+            if size[0] * size[1] > MAX_IMAGE_PIXELS:  # a 1 x 10^7 strip would grow 32-fold
+                raise UserError(f"image {where} ({w}x{h}) is too elongated to resize to "
+                                f"{self.resize} pixels on its shorter side")
+        im = im.convert("RGB")
+        if size:
+            im = im.resize(size, Image.BILINEAR)
+        w, h = im.size
+        left, top = (w - self.crop) // 2, (h - self.crop) // 2
+        arr = np.asarray(im.crop((left, top, left + self.crop, top + self.crop)), dtype=np.uint8)
+        return arr[..., ::-1] if self.channel_order == "BGR" else arr
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """N x H x W x 3 uint8 -> N x 3 x H x W float32, as the network expects."""

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import atomic, checkpoint
+from .cpu import cpu_has
 from .data import ImageSet, default_data_root, load_split
 from .errors import UserError
 from .metrics import accuracy
@@ -55,14 +56,6 @@ class TrainConfig:
     eval_every: int = 1           # score the test split every N epochs (and at each stage's end)
     half_weights: bool = False    # store the checkpoint's weights in FP16 (loaded back as FP32)
     resume: bool = False
-
-
-def cpu_has(flag: str) -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(flag in line.split() for line in f if line.startswith("flags"))
-    except OSError:
-        return False
 
 
 def stages(cfg: TrainConfig) -> list[tuple[str, int]]:

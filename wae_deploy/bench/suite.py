@@ -9,7 +9,6 @@ loop, so the speed-up is a ratio measured under the same machine state.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import checkpoint, onnx_meta
+from .. import artifact, checkpoint, onnx_meta
 from ..build import build, default_artifact
 from ..data import default_data_root, load_split
 from ..errors import UserError
@@ -28,7 +27,6 @@ from ..metrics import evaluate_runner
 from ..models import create_model
 from ..models.flops import baseline_of, count
 from ..targets import get_target
-from ..targets.base import MANIFEST
 from . import environment
 from . import results as R
 from .latency import measure_interleaved
@@ -85,15 +83,11 @@ def _artifact(onnx_path: Path, target, precision: str, cfg: BenchConfig, log) ->
     """The artifact for (model, target, precision), rebuilt unless it was built from this very ONNX."""
     out = default_artifact(onnx_path, target.name, precision)
     try:
-        built_from = json.loads((out / MANIFEST).read_text()).get("source_sha256")
-    except (OSError, ValueError):
-        built_from = None
-    if built_from == checkpoint.sha256(onnx_path):
-        try:
+        if artifact.open(out).manifest["source_sha256"] == checkpoint.sha256(onnx_path):
             target.load(out).close()  # refuses artifacts of another runtime version or device
             return out
-        except UserError:
-            pass
+    except UserError:
+        pass
     log(f"building {onnx_path.stem} for {target.name} {precision} ...")
     build(onnx_path, target.name, precision, out, calib_size=cfg.calib_size, log=log)
     return out

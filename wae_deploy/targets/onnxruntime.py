@@ -10,12 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
 
-from .. import atomic, onnx_meta
+from .. import artifact, atomic, onnx_meta
+from ..artifact import Artifact
 from ..data import ImageSet
 from ..errors import UserError
-from .base import Runner, Target, read_manifest, write_manifest
+from .base import Runner, Target
 
 MODEL = "model.onnx"
 
@@ -49,6 +49,7 @@ def executed_precisions(model_path: Path) -> dict:
     A Q/DQ pair around a Conv that ORT fuses becomes QLinearConv (INT8); a Conv left in
     the optimised graph runs in FP32. Counting after optimisation is the only honest answer.
     """
+    import onnx
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +88,9 @@ class OnnxRuntimeTarget(Target):
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None,
-              accuracy_control: tuple[ImageSet, float] | None = None) -> dict:
+              accuracy_control: tuple[ImageSet, float] | None = None) -> Artifact:
+        import onnx
+
         t0 = time.perf_counter()
         model = onnx_meta.load_model(onnx_path)
         info = onnx_meta.from_model(model, str(onnx_path))
@@ -99,16 +102,13 @@ class OnnxRuntimeTarget(Target):
             onnx_meta.write(model, info)  # NNCF keeps metadata on most versions; make sure
         with atomic.atomic_dir(out) as tmp:
             onnx.save(model, str(tmp / MODEL))
-            manifest = {"target": self.name, "runtime_version": _version(), "precision": precision,
-                        "executed": executed_precisions(tmp / MODEL), "keep_float": list(keep_float),
-                        "accuracy_control": accuracy_control is not None,
-                        "build_seconds": round(time.perf_counter() - t0, 2)}
-            manifest = {**(meta or {}), **manifest}
-            write_manifest(tmp, manifest)
-        return manifest
+            manifest = artifact.new_manifest(
+                onnx_path, info, self.name, precision, _version(), **(meta or {}),
+                executed=executed_precisions(tmp / MODEL), keep_float=list(keep_float),
+                accuracy_control=accuracy_control is not None, build_seconds=round(time.perf_counter() - t0, 2))
+            return artifact.write(tmp, out, manifest)
 
-    def load(self, artifact: Path, threads: int | None = None) -> Runner:
+    def load(self, path: Path, threads: int | None = None) -> Runner:
         if _version() is None:
             raise UserError(self.available()[1])
-        read_manifest(artifact, self.name, _version())
-        return OnnxRuntimeRunner(Path(artifact) / MODEL, threads)
+        return OnnxRuntimeRunner(artifact.open(path, self.name, _version()).file(MODEL), threads)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic, onnx_meta
+from .. import artifact, atomic, onnx_meta
+from ..artifact import Artifact
+from ..cpu import cpu_has
 from ..data import ImageSet
 from ..errors import UserError
-from ..train import cpu_has
-from .base import Runner, Target, read_manifest, write_manifest
+from .base import Runner, Target
 
 XML = "model.xml"
 # Precision the CPU plugin computes the float parts in, per artifact precision.
@@ -84,7 +85,7 @@ class OpenVINOTarget(Target):
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None,
-              accuracy_control: tuple[ImageSet, float] | None = None) -> dict:
+              accuracy_control: tuple[ImageSet, float] | None = None) -> Artifact:
         import openvino as ov
 
         if precision == "bf16" and not (cpu_has("avx512_bf16") or cpu_has("amx_bf16")):
@@ -98,19 +99,16 @@ class OpenVINOTarget(Target):
             model = quantize(model, calib, info.preprocessing, keep_float, accuracy_control=accuracy_control)
         with atomic.atomic_dir(out) as tmp:
             ov.save_model(model, str(tmp / XML), compress_to_fp16=precision == "fp16")
-            manifest = {"target": self.name, "runtime_version": _version(), "precision": precision,
-                        "compute_precision": COMPUTE[precision],
-                        "executed": executed_precisions(compile_model(tmp / XML, precision, 1)),
-                        "keep_float": list(keep_float), "accuracy_control": accuracy_control is not None,
-                        "build_seconds": round(time.perf_counter() - t0, 2)}
-            if precision == "fp16":
-                manifest["note"] = "FP16 weights; this CPU computes in f32"
-            manifest = {**(meta or {}), **manifest}
-            write_manifest(tmp, manifest)
-        return manifest
+            manifest = artifact.new_manifest(
+                onnx_path, info, self.name, precision, _version(), **(meta or {}),
+                executed=executed_precisions(compile_model(tmp / XML, precision, 1)), keep_float=list(keep_float),
+                accuracy_control=accuracy_control is not None, build_seconds=round(time.perf_counter() - t0, 2),
+                details={"compute_precision": COMPUTE[precision]},
+                note="FP16 weights; this CPU computes in f32" if precision == "fp16" else None)
+            return artifact.write(tmp, out, manifest)
 
-    def load(self, artifact: Path, threads: int | None = None) -> Runner:
+    def load(self, path: Path, threads: int | None = None) -> Runner:
         if _version() is None:
             raise UserError(self.available()[1])
-        manifest = read_manifest(artifact, self.name, _version())
-        return OpenVINORunner(Path(artifact) / XML, manifest["precision"], threads)
+        art = artifact.open(path, self.name, _version())
+        return OpenVINORunner(art.file(XML), art.precision, threads)

@@ -30,10 +30,11 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, inliner, numpy_helper
 
-from .. import atomic, onnx_meta
+from .. import artifact, atomic, onnx_meta
+from ..artifact import Artifact
 from ..data import ImageSet, cache_dir
 from ..errors import UserError
-from .base import Runner, Target, read_manifest, write_manifest
+from .base import Runner, Target
 
 INSTALL_HINT = "pip install 'wae-deploy[trt]' (on a Jetson, TensorRT comes with JetPack)"
 INPUT = "images"          # the exported model's input: N x 3 x H x W, dynamic N
@@ -353,11 +354,12 @@ class TensorRTTarget(Target):
         return True, f"TensorRT {trt.__version__} on {gpu} (sm {_cc(cc)})"
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
-              keep_float: tuple[str, ...] = (), meta: dict | None = None) -> dict:
+              keep_float: tuple[str, ...] = (), meta: dict | None = None) -> Artifact:
         if precision not in self.precisions:
             raise UserError(f"TensorRT precisions are {', '.join(self.precisions)}, not {precision!r}")
         trt, cuda = _import_runtime()
         model = onnx_meta.load_model(onnx_path)
+        info = onnx_meta.from_model(model, str(onnx_path))
         has_qdq = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
         if precision == "int8":
             if not has_qdq:
@@ -366,7 +368,6 @@ class TensorRTTarget(Target):
                 # The same NNCF recipe as the CPU targets: one calibration serves every runtime.
                 from ..quantize import quantize
 
-                info = onnx_meta.from_model(model, str(onnx_path))
                 model = quantize(model, calib, info.preprocessing, keep_float, input_name=model.graph.input[0].name)
             model = signed_qdq(model)         # NNCF's unsigned post-ReLU quantizers -> int8
             problems = check_qdq_for_tensorrt(model)
@@ -391,11 +392,10 @@ class TensorRTTarget(Target):
             self.cache.put(key, plan, stamp)
         with atomic.atomic_dir(out) as tmp:
             write_engine(tmp / ENGINE, plan, stamp)
-            manifest = {**(meta or {}), "target": self.name, "runtime_version": trt.__version__,
-                        "precision": precision, "gpu": gpu, "compute_capability": _cc(cc), "profile": shapes,
-                        "keep_float": list(keep_float), "cache_key": key}
-            write_manifest(tmp, manifest)
-        return manifest
+            manifest = artifact.new_manifest(
+                onnx_path, info, self.name, precision, trt.__version__, **(meta or {}), keep_float=list(keep_float),
+                details={"gpu": gpu, "compute_capability": _cc(cc), "profile": shapes, "cache_key": key})
+            return artifact.write(tmp, out, manifest)
 
     def _build_engine(self, trt, major: int, onnx_bytes: bytes, precision: str, shapes: dict, timing: Path) -> bytes:
         logger = trt.Logger(trt.Logger.WARNING)
@@ -425,13 +425,12 @@ class TensorRTTarget(Target):
         atomic.write_bytes(timing, bytes(config.get_timing_cache().serialize()))
         return bytes(plan)
 
-    def load(self, artifact: Path, threads: int | None = None) -> Runner:
+    def load(self, path: Path, threads: int | None = None) -> Runner:
         # threads: CPU targets use it; a GPU engine has nothing to set.
         trt, cuda = _import_runtime()
-        read_manifest(artifact, self.name, trt.__version__)
-        plan, meta = read_engine(Path(artifact) / ENGINE)
+        plan, meta = read_engine(artifact.open(path, self.name, trt.__version__).file(ENGINE))
         gpu, cc = _gpu(cuda, self.device)
-        check_engine_identity(meta, trt.__version__, gpu, cc, artifact)
+        check_engine_identity(meta, trt.__version__, gpu, cc, path)
         return TensorRTRunner(trt, cuda, plan, self.device)
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic, checkpoint, onnx_meta
+from .. import artifact, atomic, checkpoint, onnx_meta
+from ..artifact import Artifact
 from ..data import ImageSet
 from ..errors import UserError
-from .base import Runner, Target, read_manifest, write_manifest
+from .base import Runner, Target
 
 CKPT = "model.pt"
 
@@ -45,10 +46,13 @@ class TorchTarget(Target):
     precisions = ("fp32",)
 
     def available(self) -> tuple[bool, str]:
-        return True, _version()
+        try:
+            return True, _version()
+        except ImportError:
+            return False, "torch is not installed (pip install 'wae-deploy[train]')"
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
-              keep_float: tuple[str, ...] = (), meta: dict | None = None) -> dict:
+              keep_float: tuple[str, ...] = (), meta: dict | None = None) -> Artifact:
         info = onnx_meta.read(onnx_path)
         ckpt = Path(onnx_path).with_suffix(".pt")
         if not ckpt.is_file() or checkpoint.sha256(ckpt) != info.checkpoint_sha256:
@@ -56,12 +60,9 @@ class TorchTarget(Target):
                             f"beside it as {ckpt.name}")
         with atomic.atomic_dir(out) as tmp:
             shutil.copyfile(ckpt, tmp / CKPT)
-            manifest = {"target": self.name, "runtime_version": _version(), "precision": precision,
-                        "executed": {"fp32": "all layers"}}
-            manifest = {**(meta or {}), **manifest}
-            write_manifest(tmp, manifest)
-        return manifest
+            manifest = artifact.new_manifest(onnx_path, info, self.name, precision, _version(), **(meta or {}),
+                                             executed={"fp32": "all layers"})
+            return artifact.write(tmp, out, manifest)
 
-    def load(self, artifact: Path, threads: int | None = None) -> Runner:
-        read_manifest(artifact, self.name, _version())
-        return TorchRunner(Path(artifact) / CKPT, threads)
+    def load(self, path: Path, threads: int | None = None) -> Runner:
+        return TorchRunner(artifact.open(path, self.name, _version()).file(CKPT), threads)

@@ -1,0 +1,151 @@
+"""The artifact folder: a runtime's model files plus manifest.json, the same keys on every target.
+
+    manifest = artifact.new_manifest(onnx_path, info, "ort", "fp32", runtime_version, executed=...)
+    art = artifact.write(tmp_folder, final_folder, manifest)      # a target's build, last step
+    art = artifact.open(folder, "ort", runtime_version)           # a target's load, first step
+
+The manifest carries the preprocessing and class names, so a device needs nothing beside the
+artifact (no ONNX next to a TensorRT engine, no checkpoint). Torch-free: it is read on devices.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__, atomic
+from .errors import UserError
+from .hashing import sha256
+from .preprocess import Preprocessing
+
+MANIFEST = atomic.ARTIFACT_MARKER
+FORMAT = "wae-deploy-artifact"
+SCHEMA_VERSION = 1
+# Every target writes every key (None or empty where it has nothing to say), so readers need no
+# per-target cases; what only one runtime knows (GPU, cache key, compute precision) is in "details".
+KEYS = ("format", "schema_version", "target", "precision", "runtime_version", "arch", "classes", "preprocessing",
+        "source", "source_sha256", "wae_deploy_version", "tool_versions", "created", "calibration",
+        "keep_float", "accuracy_control", "accuracy_bound", "executed", "note", "details", "build_seconds")
+_TOOLS = ("onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "torch")
+
+
+def tool_versions() -> dict:
+    out = {}
+    for pkg in _TOOLS:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def new_manifest(onnx_path: Path, info, target: str, precision: str, runtime_version: str, **fields) -> dict:
+    """The full manifest of an artifact built from `onnx_path` (its onnx_meta.ModelInfo is `info`)."""
+    unknown = set(fields) - set(KEYS)
+    if unknown:
+        raise ValueError(f"not artifact manifest keys: {sorted(unknown)}")
+    manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "target": target, "precision": precision,
+                "runtime_version": runtime_version, "arch": info.arch, "classes": list(info.classes),
+                "preprocessing": info.preprocessing.to_dict(), "source": Path(onnx_path).name,
+                "source_sha256": sha256(onnx_path), "wae_deploy_version": __version__,
+                "tool_versions": tool_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "calibration": None, "keep_float": [], "accuracy_control": False, "accuracy_bound": None,
+                "executed": {}, "note": None, "details": {}, "build_seconds": None}
+    return {**manifest, **fields}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An artifact folder and its manifest, as written by a target's build."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]
+
+    @property
+    def precision(self) -> str:
+        return self.manifest["precision"]
+
+    @property
+    def runtime_version(self) -> str:
+        return self.manifest["runtime_version"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.manifest["preprocessing"])
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def check_runtime(self, target: str, runtime_version: str | None) -> None:
+        """Refuse an artifact built for another target or with another runtime version."""
+        if self.target != target:
+            raise UserError(f"{self.path} was built for target {self.target!r}, not {target!r}")
+        if self.runtime_version != runtime_version:
+            raise UserError(f"{self.path} was built with {target} {self.runtime_version}, this machine has "
+                            f"{runtime_version}; rebuild it with `wae-deploy build`")
+
+    def updated(self, **fields) -> Artifact:
+        """Rewrite the manifest of a finished artifact (atomically) with some keys changed."""
+        unknown = set(fields) - set(KEYS)
+        if unknown:
+            raise ValueError(f"not artifact manifest keys: {sorted(unknown)}")
+        manifest = {**self.manifest, **fields}
+        atomic.write_text(self.path / MANIFEST, _dumps(manifest))
+        return Artifact(self.path, manifest)
+
+
+def _dumps(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, default=str) + "\n"
+
+
+def write(folder: Path, final: Path, manifest: dict) -> Artifact:
+    """Write the manifest into the artifact's temporary `folder`, last: no manifest, no artifact."""
+    missing = [k for k in KEYS if k not in manifest]
+    if missing:
+        raise ValueError(f"artifact manifest lacks {missing}")
+    (Path(folder) / MANIFEST).write_text(_dumps(manifest))
+    return Artifact(Path(final), json.loads(_dumps(manifest)))
+
+
+def is_artifact(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def open(path: str | Path, target: str | None = None, runtime_version: str | None = None) -> Artifact:
+    """The artifact at `path`, verified; with `target`, also refused when built for another runtime."""
+    path = Path(path)
+    file = path / MANIFEST
+    if not file.is_file():
+        raise UserError(f"not a wae-deploy artifact (no {MANIFEST}): {path}")
+    try:
+        manifest = json.loads(file.read_text())
+        if not isinstance(manifest, dict):
+            raise TypeError("not an object")
+        str(manifest["target"]), str(manifest["runtime_version"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise UserError(f"corrupt artifact manifest: {file}") from e
+    art = Artifact(path, manifest)
+    if target is not None:  # first: "another runtime" is the more useful message for an old artifact
+        art.check_runtime(target, runtime_version)
+    if manifest.get("format") != FORMAT or manifest.get("schema_version") != SCHEMA_VERSION:
+        raise UserError(f"{path} was built by an older wae-deploy (manifest schema "
+                        f"{manifest.get('schema_version', 'none')}, this one reads {SCHEMA_VERSION}); "
+                        "rebuild it with `wae-deploy build`")
+    missing = [k for k in KEYS if k not in manifest]
+    if missing:
+        raise UserError(f"corrupt artifact manifest: {file} lacks {', '.join(missing)}")
+    if not isinstance(manifest["classes"], list) or not isinstance(manifest["preprocessing"], dict):
+        raise UserError(f"corrupt artifact manifest: {file} has malformed classes or preprocessing")
+    art.preprocessing  # noqa: B018 - a malformed spec fails here, at open, not at the first image
+    return art
