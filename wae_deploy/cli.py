@@ -142,6 +142,51 @@ class BatchType(click.ParamType):
         return n
 
 
+def _weights_options(f):
+    """Options that name the model for weights wae-deploy did not write (export and convert)."""
+    options = [
+        click.option("--arch", help="The model the weights are for (a state_dict, .safetensors or .caffemodel); "
+                     "a wae-deploy checkpoint names its own."),
+        click.option("--num-classes", type=click.IntRange(1), help="[default: the architecture's]"),
+        click.option("--input-size", type=click.IntRange(2), help="[default: the preprocessing's crop]"),
+        click.option("--preprocessing", "preprocessing_spec", metavar="imagenet|cifar10|FILE.json",
+                     help="[default: the architecture's]"),
+        click.option("--classes", type=click.Path(), help="Class names, one per line [default: 0..N-1]."),
+        click.option("--prototxt", type=click.Path(), help="The Caffe net definition beside a .caffemodel."),
+        click.option("--allow-nonfinite", is_flag=True, help="Take NaN/Inf weights with a warning."),
+        click.option("--verbose", is_flag=False, flag_value="-", metavar="[=FILE]",
+                     help="On a mismatch, list every key (on stderr, or in FILE)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _foreign(weights, arch, prototxt, verbose, **kw):
+    """A checkpoint in memory from foreign weights; on a mismatch the full key list goes where --verbose says."""
+    from . import atomic
+    from .weights import WeightsMismatch, foreign_checkpoint
+
+    state, fmt = None, None
+    if Path(weights).suffix == ".caffemodel" or prototxt:
+        from . import caffe
+
+        arch = arch or caffe.ARCH
+        state, fmt = caffe.read(weights, prototxt, arch), "caffemodel"
+    if not arch:
+        raise UserError(f"{weights}: name the model these weights are for with --arch NAME")
+    try:
+        return foreign_checkpoint(weights, arch, state=state, source_format=fmt,
+                                  warn=lambda m: click.echo(m, err=True), **kw)
+    except WeightsMismatch as e:
+        if verbose == "-":
+            for line in e.details:
+                click.echo(line, err=True)
+        elif verbose:
+            atomic.write_text(verbose, "\n".join(e.details) + "\n")
+        raise
+
+
 @main.command()
 @click.argument("ckpt", type=click.Path())
 @click.option("-o", "--out", type=click.Path(), help="ONNX path [default: CKPT with .onnx].")
@@ -152,11 +197,16 @@ class BatchType(click.ParamType):
 @click.option("--verify", default=64, show_default=True, help="Real images compared against PyTorch (0: skip).")
 @click.option("--data", type=click.Path(), help="Images for verification [default: the model's evaluation set].")
 @click.option("--parts", is_flag=True, help="Also export the encoder alone (outputs I_L and I_H).")
-def export(ckpt, out, opset, batch, simplifier, verify, data, parts):
-    """Export a checkpoint's inference graph to a simplified, verified ONNX model."""
+@_weights_options
+def export(ckpt, out, opset, batch, simplifier, verify, data, parts, arch, prototxt, verbose, **weights):
+    """Export a checkpoint, or plain weights with --arch, to a simplified, verified ONNX model."""
     from .export import export as run
 
-    result = run(ckpt, out, opset=opset, batch=batch, simplifier=simplifier, verify=verify, data=data, parts=parts)
+    foreign = None
+    if arch or prototxt or Path(ckpt).suffix in (".safetensors", ".caffemodel"):
+        foreign = _foreign(ckpt, arch, prototxt, verbose, **weights)
+    result = run(ckpt, out, opset=opset, batch=batch, simplifier=simplifier, verify=verify, data=data, parts=parts,
+                 ckpt=foreign)
     m = result.manifest
     click.echo(f"wrote {result.path} ({m['bytes'] / 1e6:.2f} MB, opset {m['opset']}, batch {m['batch']}) "
                f"in {m['seconds']:.1f} s")
@@ -170,6 +220,29 @@ def export(ckpt, out, opset, batch, simplifier, verify, data, parts):
     for part in m["parts"]:
         click.echo(f"  wrote {Path(result.path).with_name(part)}")
     click.echo(f"  manifest {Path(result.path).with_suffix('.json')}")
+
+
+@main.command()
+@click.argument("weights", type=click.Path())
+@click.option("-o", "--out", type=click.Path(), required=True, help="The wae-deploy checkpoint to write (.pt).")
+@_weights_options
+def convert(weights, out, arch, prototxt, verbose, **kw):
+    """Turn foreign weights (state_dict, .safetensors, the authors' .caffemodel) into a wae-deploy checkpoint.
+
+    The checkpoint names its architecture, preprocessing and classes and the source's sha256, so
+    export, build and bench need no flags; a model card (.md) beside it says what is not known.
+    """
+    from . import checkpoint, modelcard
+
+    if Path(out).resolve() == Path(weights).resolve():
+        raise UserError(f"-o {out} would overwrite the weights being converted")
+    if Path(out).suffix == ".md":
+        raise UserError(f"-o {out}: the model card is written beside the checkpoint; name the checkpoint .pt")
+    ckpt = _foreign(weights, arch, prototxt, verbose, **kw)
+    checkpoint.save(ckpt, out)
+    card = modelcard.write(ckpt, out, "wae-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    click.echo(f"wrote {out} ({ckpt.arch}, {ckpt.config['num_classes']} classes, "
+               f"{ckpt.provenance['source_layout']} layout) and {card}")
 
 
 @main.command(name="inspect")
