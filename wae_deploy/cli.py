@@ -173,6 +173,8 @@ def _foreign(weights, arch, prototxt, verbose, **kw):
 
         arch = arch or caffe.ARCH
         state, fmt = caffe.read(weights, prototxt, arch), "caffemodel"
+        classes, size = caffe.net_config(prototxt)
+        kw["num_classes"], kw["input_size"] = kw["num_classes"] or classes, kw["input_size"] or size
     if not arch:
         raise UserError(f"{weights}: name the model these weights are for with --arch NAME")
     try:

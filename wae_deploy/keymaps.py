@@ -19,7 +19,7 @@ import re
 import torch
 
 from .errors import UserError
-from .models.vgg import VGG16_STAGES
+from .models.vgg import conv_indices
 
 BN_EPS = 1e-5  # torchvision's BatchNorm2d default
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -55,20 +55,9 @@ def _vgg_name(key: str) -> str:
     return re.sub(r"^features\.", "net.features.", re.sub(r"^classifier\.", "net.head.", key))
 
 
-def _vgg_conv_indices(batch_norm: bool) -> list[int]:
-    """Position of each convolution in torchvision's `features` (and in the project's VGG)."""
-    indices, i = [], 0
-    for _, repeats in VGG16_STAGES:
-        for _ in range(repeats):
-            indices.append(i)
-            i += 3 if batch_norm else 2  # conv, [bn,] relu
-        i += 1  # max-pool
-    return indices
-
-
 def _fold_vgg_bn(state: dict) -> dict:
     out = {_vgg_name(k): v for k, v in state.items() if k.startswith("classifier.")}
-    for src, dst in zip(_vgg_conv_indices(True), _vgg_conv_indices(False)):
+    for src, dst in zip(conv_indices(True), conv_indices(False)):
         try:
             w, b = state[f"features.{src}.weight"], state[f"features.{src}.bias"]
             g, beta, mean, var = (state[f"features.{src + 1}.{k}"] for k in BN_KEYS[:4])
@@ -79,9 +68,9 @@ def _fold_vgg_bn(state: dict) -> dict:
         scale = g.double() / torch.sqrt(var.double() + BN_EPS)
         out[f"net.features.{dst}.weight"] = (w.double() * scale.view(-1, 1, 1, 1)).float()
         out[f"net.features.{dst}.bias"] = ((b.double() - mean.double()) * scale + beta.double()).float()
-    used = {f"features.{i}.weight" for i in _vgg_conv_indices(True)} | {f"features.{i}.bias" for i in
-                                                                          _vgg_conv_indices(True)}
-    used |= {f"features.{i + 1}.{k}" for i in _vgg_conv_indices(True) for k in BN_KEYS}
+    used = {f"features.{i}.weight" for i in conv_indices(True)} | {f"features.{i}.bias" for i in
+                                                                          conv_indices(True)}
+    used |= {f"features.{i + 1}.{k}" for i in conv_indices(True) for k in BN_KEYS}
     out.update({k: v for k, v in state.items() if k.startswith("features.") and k not in used})  # fit() names them
     return out
 

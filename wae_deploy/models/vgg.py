@@ -45,6 +45,17 @@ class VGG(nn.Module):
         return self.head(self.features(x))
 
 
+def conv_indices(batch_norm: bool = False) -> list[int]:
+    """Position of each convolution in `features` (the same in torchvision's VGG16 layouts)."""
+    indices, i = [], 0
+    for _, repeats in VGG16_STAGES:
+        for _ in range(repeats):
+            indices.append(i)
+            i += 3 if batch_norm else 2  # conv, [bn,] relu
+        i += 1  # max-pool
+    return indices
+
+
 def mlp_head(in_dim: int, hidden: int, num_classes: int) -> nn.Sequential:
     """fc-ReLU-dropout twice, then the classifier: VGG's fc6/fc7/fc8 and the WAE fusion head."""
     return nn.Sequential(
