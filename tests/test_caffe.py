@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from wae_deploy import caffe, checkpoint
+from wae_deploy import caffe, checkpoint, weights
 from wae_deploy.cli import main
 from wae_deploy.errors import UserError
 from wae_deploy.export import export
@@ -327,3 +327,19 @@ def test_prototxt_reader_handles_comments_quotes_and_refuses_junk():
     for junk in ("layer { name: 'a'", "layer }", "name"):
         with pytest.raises(UserError):
             caffe.parse_prototxt(junk)
+
+
+@pytest.mark.slow
+def test_full_size_release_matches_the_numpy_forward_pass(tmp_path):
+    """The release's own sizes (224 crop, 1000 classes, a 213 MB caffemodel): about 25 s."""
+    layers = release_layers(224, 1000)
+    blobs = random_blobs(layers, seed=1)
+    (tmp_path / "p.prototxt").write_text(prototxt(layers))
+    write_caffemodel(tmp_path / "m.caffemodel", blobs)
+    images = np.random.default_rng(6).integers(0, 256, (2, 3, 224, 224)).astype(np.float32)
+    want = numpy_forward(layers, blobs, images)
+    state = caffe.read(tmp_path / "m.caffemodel", tmp_path / "p.prototxt")
+    ckpt = weights.foreign_checkpoint(tmp_path / "m.caffemodel", "wae-vgg16-authors", state=state)
+    with torch.no_grad():
+        got = ckpt.build_model()(torch.from_numpy(images)).double().numpy()
+    assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4

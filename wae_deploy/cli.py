@@ -345,7 +345,8 @@ SUITES = {
 @click.option("--models", callback=_csv(str), help="Checkpoints or ONNX models, comma-separated "
               "[default: the --suite's].")
 @click.option("--suite", type=click.Choice(list(SUITES)), default="cifar10", show_default=True,
-              help="cifar10: the reference checkpoints; paper: untrained 224-pixel VGG16/ResNet-50 (speed only).")
+              help="cifar10: the reference checkpoints; paper: untrained 224-pixel VGG16/ResNet-50 (speed only; "
+              "checkpoints among --models are scored too).")
 @click.option("--precision", "precisions", callback=_csv(str), help="Comma-separated [default: all the target builds].")
 @click.option("--batch", "batches", callback=_csv(int), default="1,8", show_default=True)
 @click.option("--data", type=click.Path(), help="Evaluation images [default: the models' test split].")
@@ -376,10 +377,11 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
     models = models or SUITES[suite]
-    if suite == "paper" and not any(m.endswith((".pt", ".onnx")) for m in models):
-        models = [_untrained(arch, workdir) for arch in models]
+    given = any(m.endswith((".pt", ".onnx")) for m in models)  # e.g. converted released weights: score them
+    if suite == "paper":  # architecture names stand for untrained checkpoints (speed only)
+        models = [m if m.endswith((".pt", ".onnx")) else _untrained(m, workdir) for m in models]
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
-                      eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper", workdir=workdir,
+                      eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper" or given, workdir=workdir,
                       threads=threads, min_time_s=min_time, suite=suite)
     results = run(cfg, log=click.echo)
     results["command"] = "wae-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
