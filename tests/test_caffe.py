@@ -258,7 +258,7 @@ def test_converted_release_matches_the_numpy_forward_pass(release, legacy, tmp_p
     assert rel <= 1e-4, rel
     assert (got.argmax(1) == want.argmax(1)).all()
     card = out.with_suffix(".md").read_text()
-    assert "caffemodel" in card and "accuracy: not measured" in card
+    assert "caffemodel" in card and "accuracy: not measured" in card and "decoder" in card
 
 
 def test_full_size_release_has_the_papers_shapes():

@@ -23,6 +23,8 @@ from .errors import UserError
 from .models.vgg import VGG16_STAGES, conv_indices
 
 ARCH = "wae-vgg16-authors"
+DECODER_NOTE = ("the decoder (training only) is not in the TEST release: its weights are untrained, "
+                "so inspect's reconstruction means nothing")
 MAX_FILE = 2 * 1024 ** 3 - 1  # protobuf's limit for one message
 
 

@@ -178,8 +178,11 @@ def _foreign(weights, arch, prototxt, verbose, **kw):
     if not arch:
         raise UserError(f"{weights}: name the model these weights are for with --arch NAME")
     try:
-        return foreign_checkpoint(weights, arch, state=state, source_format=fmt,
+        ckpt = foreign_checkpoint(weights, arch, state=state, source_format=fmt,
                                   warn=lambda m: click.echo(m, err=True), **kw)
+        if fmt == "caffemodel":
+            ckpt.provenance["note"] = caffe.DECODER_NOTE
+        return ckpt
     except WeightsMismatch as e:
         if verbose == "-":
             for line in e.details:

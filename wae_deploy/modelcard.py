@@ -26,6 +26,7 @@ def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
             "not trained by wae-deploy",
             "- accuracy: not measured (unknown until `wae-deploy bench --models` scores it on labelled images)",
             "- training data, recipe and (for a WAE) lambda and gamma: unknown",
+            *([f"- note: {ckpt.provenance['note']}"] if ckpt.provenance.get("note") else []),
         ]
     else:
         lines += [
