@@ -22,10 +22,11 @@ from wae_deploy.models.wae import (
     reconstruction_loss,
     wae_loss,
 )
-from wae_deploy.preprocess import CIFAR, IMAGENET, Preprocessing
+from wae_deploy.preprocess import CIFAR, IMAGENET, IMAGENETTE, Preprocessing
 
 PAPER_SCALE = [a for a in list_archs() if parse_arch(a)[1].preprocessing == IMAGENET]
 CIFAR_SCALE = [a for a in list_archs() if parse_arch(a)[1].preprocessing == CIFAR]
+PHOTO_SCALE = [a for a in list_archs() if parse_arch(a)[1].preprocessing == IMAGENETTE]
 G = 1e9
 
 
@@ -36,7 +37,7 @@ def test_registry_lists_every_family_in_every_kind():
     assert len(archs) == len(set(archs)) == 4 * len(FAMILIES)
     for f in FAMILIES:
         assert {f, f"{f}-resized", f"{f}-dwt", f"wae-{f}"} <= set(archs)
-    assert set(PAPER_SCALE) | set(CIFAR_SCALE) == set(archs)
+    assert set(PAPER_SCALE) | set(CIFAR_SCALE) | set(PHOTO_SCALE) == set(archs)
     assert {"vgg16", "wae-vgg16", "resnet50", "wae-resnet50"} <= set(PAPER_SCALE)
     assert {"resnet20", "wae-resnet20", "resnet20-resized", "resnet20-dwt"} == set(CIFAR_SCALE)
 

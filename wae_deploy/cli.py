@@ -339,8 +339,17 @@ def _csv(kind):
 SUITES = {
     "cifar10": ["models/wae-resnet20.pt", "models/resnet20.pt", "models/resnet20-resized.pt",
                 "models/resnet20-dwt.pt", "models/wae-resnet20-noenergy.pt"],
+    "imagenette": ["models/wae-vgg16-imagenette.pt", "models/vgg16-imagenette.pt",
+                   "models/vgg16-imagenette-resized.pt", "models/vgg16-imagenette-dwt.pt",
+                   "models/wae-vgg16-imagenette-noenergy.pt"],
     "paper": ["wae-vgg16", "vgg16", "wae-resnet50", "resnet50"],
 }
+
+
+def _suite_model(path: str) -> str:
+    """A suite's checkpoint from the working directory, else from the checkout wae-deploy runs from."""
+    repo = Path(__file__).resolve().parent.parent / path
+    return path if Path(path).exists() or not repo.exists() else str(repo)
 
 
 @main.command()
@@ -348,8 +357,8 @@ SUITES = {
 @click.option("--models", callback=_csv(str), help="Checkpoints or ONNX models, comma-separated "
               "[default: the --suite's].")
 @click.option("--suite", type=click.Choice(list(SUITES)), default="cifar10", show_default=True,
-              help="cifar10: the reference checkpoints; paper: untrained 224-pixel VGG16/ResNet-50 (speed only; "
-              "checkpoints among --models are scored too).")
+              help="cifar10 / imagenette: the reference checkpoints; paper: untrained 224-pixel VGG16/ResNet-50 "
+              "(speed only; checkpoints among --models are scored too).")
 @click.option("--precision", "precisions", callback=_csv(str), help="Comma-separated [default: all the target builds].")
 @click.option("--batch", "batches", callback=_csv(int), default="1,8", show_default=True)
 @click.option("--data", type=click.Path(), help="Evaluation images [default: the models' test split].")
@@ -379,7 +388,7 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     if update and not recorded:
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
-    models = models or SUITES[suite]
+    models = models or [_suite_model(m) if m.endswith(".pt") else m for m in SUITES[suite]]
     given = any(m.endswith((".pt", ".onnx")) for m in models)  # e.g. converted released weights: score them
     if suite == "paper":  # architecture names stand for untrained checkpoints (speed only)
         models = [m if m.endswith((".pt", ".onnx")) else _untrained(m, workdir) for m in models]
@@ -393,6 +402,8 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     for c in results["comparisons"]:
         click.echo(f"speed-up {c['b']} over {c['a']} ({c['target']} {c['precision']} batch {c['batch']}): "
                    f"{c['ratio']:.2f}x (95% CI {c['ci95'][0]:.2f}-{c['ci95'][1]:.2f})")
+    for line in report.headline(results):
+        click.echo(line)
     if out:
         R.save(results, out)
     if update:

@@ -35,6 +35,10 @@ def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
             f"- test top-1: {test.get('top1', float('nan')):.2f}%, top-5: {test.get('top5', float('nan')):.2f}% "
             f"({test.get('n', 0)} images)",
         ]
+        tc = ckpt.provenance.get("train_config", {})
+        if ckpt.arch.startswith("wae-") and "wae_init" in tc:
+            lines.append(f"- split start: {tc['wae_init']} (stage 1: {tc.get('wae_epochs')} epochs, Adam "
+                         f"{tc.get('wae_lr', 3e-3):g})")
     if "top1_main_head" in test:
         lines.append(f"- classifier head alone (I_L alone): top-1 {test['top1_main_head']:.2f}%")
     if "psnr_db" in test:

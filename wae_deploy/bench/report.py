@@ -19,6 +19,7 @@ from ..atomic import atomic_path, write_text
 from ..errors import UserError
 from .environment import fingerprint_key
 from .gate import GateResult
+from .results import find_entry
 
 COLUMNS = ("model", "target", "precision", "batch", "size", "top-1 %", "top-5 %", "Δtop-1 vs FP32", "median ms",
            "p99 ms", "img/s", "GFLOP/s", "% peak", "speed-up", "vs FP32 base")
@@ -88,6 +89,25 @@ def print_table(results: dict, console=None) -> None:
     (console or Console(width=None if sys.stdout.isatty() else 200)).print(table(results))
 
 
+def headline(results: dict) -> list[str]:
+    """Per model with a baseline in the run, and per target and precision: what the model costs in
+    top-1 against its baseline and what it gains in speed, at every timed batch."""
+    lines, seen = [], set()
+    for e in results["entries"]:
+        key = (e["model"], e["target"], e["precision"])
+        if not e.get("baseline") or key in seen:
+            continue
+        seen.add(key)
+        base = find_entry(results, e["baseline"], e["target"], e["precision"], e["batch"])
+        acc, base_acc = (e.get("accuracy") or {}).get("top1"), ((base or {}).get("accuracy") or {}).get("top1")
+        top1 = (f"top-1 {acc:.2f}% vs {base_acc:.2f}% ({acc - base_acc:+.2f})"
+                if acc is not None and base_acc is not None else "top-1 not measured")
+        speed = ", ".join(f"{_times(f.get('speedup_vs_baseline'))} at batch {f['batch']}" for f in results["entries"]
+                          if (f["model"], f["target"], f["precision"]) == key)
+        lines.append(f"{e['model']} over {e['baseline']}, {e['target']} {e['precision']}: {top1}; {speed}")
+    return lines
+
+
 def _environment_lines(results: dict) -> list[str]:
     key = fingerprint_key(results.get("environment") or {})
     return [f"- {k}: {v}" for k, v in key.items() if v not in (None, "")]
@@ -99,6 +119,8 @@ def markdown(results: dict, gate: GateResult | None = None) -> str:
            f"Recorded {results.get('created', '?')} (results schema {results.get('schema_version')})."]
     if suite.get("note"):
         out += ["", str(suite["note"])]
+    if headline(results):
+        out += ["", "## Headline", ""] + [f"- {_esc(line)}" for line in headline(results)]
     rule = "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"
     out += ["", "| " + " | ".join(COLUMNS) + " |", rule]
     out += ["| " + " | ".join(_esc(c) for c in r) + " |" for r in rows(results)]
