@@ -134,9 +134,10 @@ def test_random_resized_crops_keep_content_and_flip():
 @pytest.mark.slow
 def test_a_few_batches_of_training_on_photos_write_a_loadable_fp16_checkpoint(mini, tmp_path):
     out = tmp_path / "wae.pt"
-    result = CliRunner().invoke(main, ["train", "--arch", "wae-vgg16-imagenette", "--data", str(mini), "--epochs", "1",
-                                       "--joint-epochs", "1", "--wae-epochs", "1", "--batch-size", "8",
-                                       "--wae-lr", "3e-4", "--lr", "0.0167", "--half-weights", "--threads", "1", "-o", str(out)])
+    args = ["train", "--arch", "wae-vgg16-imagenette", "--data", str(mini), "--epochs", "1", "--joint-epochs", "1",
+            "--wae-epochs", "1", "--batch-size", "8", "--wae-lr", "3e-4", "--lr", "0.0167", "--half-weights",
+            "--threads", "1", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     ckpt = checkpoint.load(out)
     assert ckpt.classes[0] == "tench" and ckpt.preprocessing == IMAGENETTE

@@ -61,7 +61,8 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
         torch.save(ckpt.to_dict(), tmp)
 
 
-def load(path: str | Path) -> Checkpoint:
+def read_weights_only(path: str | Path):
+    """torch.load(weights_only=True) with one clean error for files holding code, junk or nothing."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -80,8 +81,15 @@ def load(path: str | Path) -> Checkpoint:
                         "(only weights_only checkpoints are loaded)") from e
     except Exception as e:  # noqa: BLE001 - on junk bytes torch's reader raises RuntimeError, struct.error, ...
         raise UserError(f"not a readable checkpoint (truncated or corrupt): {path}") from e
+    return raw
+
+
+def load(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    raw = read_weights_only(path)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise UserError(f"not a wae-deploy checkpoint: {path}")
+        raise UserError(f"not a wae-deploy checkpoint: {path} (for plain weights, a state_dict or "
+                        ".safetensors file, name the model: --arch NAME)")
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise UserError(f"checkpoint {path} lacks {', '.join(missing)}")

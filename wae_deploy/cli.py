@@ -149,6 +149,56 @@ class BatchType(click.ParamType):
         return n
 
 
+def _weights_options(f):
+    """Options that name the model for weights wae-deploy did not write (export and convert)."""
+    options = [
+        click.option("--arch", help="The model the weights are for (a state_dict, .safetensors or .caffemodel); "
+                     "a wae-deploy checkpoint names its own."),
+        click.option("--num-classes", type=click.IntRange(1), help="[default: the architecture's]"),
+        click.option("--input-size", type=click.IntRange(2), help="[default: the preprocessing's crop]"),
+        click.option("--preprocessing", "preprocessing_spec", metavar="imagenet|cifar10|FILE.json",
+                     help="[default: the architecture's]"),
+        click.option("--classes", type=click.Path(), help="Class names, one per line [default: 0..N-1]."),
+        click.option("--prototxt", type=click.Path(), help="The Caffe net definition beside a .caffemodel."),
+        click.option("--allow-nonfinite", is_flag=True, help="Take NaN/Inf weights with a warning."),
+        click.option("--verbose", is_flag=False, flag_value="-", metavar="[=FILE]",
+                     help="On a mismatch, list every key (on stderr, or in FILE)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _foreign(weights, arch, prototxt, verbose, **kw):
+    """A checkpoint in memory from foreign weights; on a mismatch the full key list goes where --verbose says."""
+    from . import atomic
+    from .weights import WeightsMismatch, foreign_checkpoint
+
+    state, fmt = None, None
+    if Path(weights).suffix == ".caffemodel" or prototxt:
+        from . import caffe
+
+        arch = arch or caffe.ARCH
+        state, fmt = caffe.read(weights, prototxt, arch), "caffemodel"
+        classes, size = caffe.net_config(prototxt)
+        kw["num_classes"], kw["input_size"] = kw["num_classes"] or classes, kw["input_size"] or size
+    if not arch:
+        raise UserError(f"{weights}: name the model these weights are for with --arch NAME")
+    try:
+        ckpt = foreign_checkpoint(weights, arch, state=state, source_format=fmt,
+                                  warn=lambda m: click.echo(m, err=True), **kw)
+        if fmt == "caffemodel":
+            ckpt.provenance["note"] = caffe.DECODER_NOTE
+        return ckpt
+    except WeightsMismatch as e:
+        if verbose == "-":
+            for line in e.details:
+                click.echo(line, err=True)
+        elif verbose:
+            atomic.write_text(verbose, "\n".join(e.details) + "\n")
+        raise
+
+
 @main.command()
 @click.argument("ckpt", type=click.Path())
 @click.option("-o", "--out", type=click.Path(), help="ONNX path [default: CKPT with .onnx].")
@@ -159,11 +209,16 @@ class BatchType(click.ParamType):
 @click.option("--verify", default=64, show_default=True, help="Real images compared against PyTorch (0: skip).")
 @click.option("--data", type=click.Path(), help="Images for verification [default: the model's evaluation set].")
 @click.option("--parts", is_flag=True, help="Also export the encoder alone (outputs I_L and I_H).")
-def export(ckpt, out, opset, batch, simplifier, verify, data, parts):
-    """Export a checkpoint's inference graph to a simplified, verified ONNX model."""
+@_weights_options
+def export(ckpt, out, opset, batch, simplifier, verify, data, parts, arch, prototxt, verbose, **weights):
+    """Export a checkpoint, or plain weights with --arch, to a simplified, verified ONNX model."""
     from .export import export as run
 
-    result = run(ckpt, out, opset=opset, batch=batch, simplifier=simplifier, verify=verify, data=data, parts=parts)
+    foreign = None
+    if arch or prototxt or Path(ckpt).suffix in (".safetensors", ".caffemodel"):
+        foreign = _foreign(ckpt, arch, prototxt, verbose, **weights)
+    result = run(ckpt, out, opset=opset, batch=batch, simplifier=simplifier, verify=verify, data=data, parts=parts,
+                 ckpt=foreign)
     m = result.manifest
     click.echo(f"wrote {result.path} ({m['bytes'] / 1e6:.2f} MB, opset {m['opset']}, batch {m['batch']}) "
                f"in {m['seconds']:.1f} s")
@@ -177,6 +232,29 @@ def export(ckpt, out, opset, batch, simplifier, verify, data, parts):
     for part in m["parts"]:
         click.echo(f"  wrote {Path(result.path).with_name(part)}")
     click.echo(f"  manifest {Path(result.path).with_suffix('.json')}")
+
+
+@main.command()
+@click.argument("weights", type=click.Path())
+@click.option("-o", "--out", type=click.Path(), required=True, help="The wae-deploy checkpoint to write (.pt).")
+@_weights_options
+def convert(weights, out, arch, prototxt, verbose, **kw):
+    """Turn foreign weights (state_dict, .safetensors, the authors' .caffemodel) into a wae-deploy checkpoint.
+
+    The checkpoint names its architecture, preprocessing and classes and the source's sha256, so
+    export, build and bench need no flags; a model card (.md) beside it says what is not known.
+    """
+    from . import checkpoint, modelcard
+
+    if Path(out).resolve() == Path(weights).resolve():
+        raise UserError(f"-o {out} would overwrite the weights being converted")
+    if Path(out).suffix == ".md":
+        raise UserError(f"-o {out}: the model card is written beside the checkpoint; name the checkpoint .pt")
+    ckpt = _foreign(weights, arch, prototxt, verbose, **kw)
+    checkpoint.save(ckpt, out)
+    card = modelcard.write(ckpt, out, "wae-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    click.echo(f"wrote {out} ({ckpt.arch}, {ckpt.config['num_classes']} classes, "
+               f"{ckpt.provenance['source_layout']} layout) and {card}")
 
 
 @main.command(name="inspect")
@@ -335,7 +413,7 @@ SUITES = {
               "[default: the --suite's].")
 @click.option("--suite", type=click.Choice(list(SUITES)), default="cifar10", show_default=True,
               help="cifar10 / imagenette: the reference checkpoints; paper: untrained 224-pixel VGG16/ResNet-50 "
-              "(speed only).")
+              "(speed only; checkpoints among --models are scored too).")
 @click.option("--precision", "precisions", callback=_csv(str), help="Comma-separated [default: all the target builds].")
 @click.option("--batch", "batches", callback=_csv(int), default="1,8", show_default=True)
 @click.option("--data", type=click.Path(), help="Evaluation images [default: the models' test split].")
@@ -366,10 +444,11 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
     models = models or [_reference(m) for m in SUITES[suite]]
-    if suite == "paper" and not any(m.endswith((".pt", ".onnx")) for m in models):
-        models = [_untrained(arch, workdir) for arch in models]
+    given = any(m.endswith((".pt", ".onnx")) for m in models)  # e.g. converted released weights: score them
+    if suite == "paper":  # architecture names stand for untrained checkpoints (speed only)
+        models = [m if m.endswith((".pt", ".onnx")) else _untrained(m, workdir) for m in models]
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
-                      eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper", workdir=workdir,
+                      eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper" or given, workdir=workdir,
                       threads=threads, min_time_s=min_time, suite=suite)
     results = run(cfg, log=click.echo)
     results["command"] = "wae-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])

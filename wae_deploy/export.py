@@ -154,13 +154,14 @@ def graph_hash(model: onnx.ModelProto) -> str:
 
 def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MIN_OPSET, batch: int | None = None,
            simplifier: str = "onnxslim", verify: int = 64, data: str | Path | None = None,
-           parts: bool = False, log=print) -> ExportResult:
+           parts: bool = False, log=print, ckpt: checkpoint.Checkpoint | None = None) -> ExportResult:
+    """Export the checkpoint at `ckpt_path`, or `ckpt` made from foreign weights at that path."""
     t0 = time.perf_counter()
     _check_request(opset, simplifier)
     if batch is not None and batch < 1:
         raise UserError(f"--batch must be 'dynamic' or a positive integer, got {batch}")
     ckpt_path = Path(ckpt_path)
-    ckpt = checkpoint.load(ckpt_path)
+    ckpt = ckpt or checkpoint.load(ckpt_path)
     out = Path(out) if out else ckpt_path.with_suffix(".onnx")
     atomic.check_writable(out, "file")
     if out.suffix == ".json":

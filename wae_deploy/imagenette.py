@@ -44,8 +44,8 @@ def download_imagenette(dest: Path, url: str = URL, sha256: str = SHA256) -> Pat
         except OSError as e:
             raise UserError(f"no Imagenette copy found and it cannot be downloaded ({e}); pass --data DIR") from e
         if digest.hexdigest() != sha256:
-            raise UserError(f"downloaded Imagenette archive fails its SHA-256 check (got {digest.hexdigest()[:16]}...); "
-                            "not using it")
+            raise UserError("downloaded Imagenette archive fails its SHA-256 check "
+                            f"(got {digest.hexdigest()[:16]}...); not using it")
         unpacked = Path(tmp) / TOP
         extract(archive, unpacked)
         (unpacked / "classes.txt").write_text("".join(f"{w}\t{n}\n" for w, n in CLASSES.items()))

@@ -118,3 +118,7 @@ CIFAR = Preprocessing(resize=32, crop=32, mean=(0.4914, 0.4822, 0.4465), std=(0.
 IMAGENET = Preprocessing(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 # Imagenette at 128 pixels: the ImageNet crop ratio (0.875) applied to a 146-pixel resize.
 IMAGENETTE = Preprocessing(resize=146, crop=128, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+# Caffe's test-time input for the authors' released WAE-VGG16: raw 0-255 pixels in BGR order,
+# no mean, no scale (their prototxt's Data layer sets only crop_size 224).
+CAFFE_RAW_BGR = Preprocessing(resize=256, crop=224, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                              channel_order="BGR", scale=1.0)

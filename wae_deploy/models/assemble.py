@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..preprocess import CIFAR, IMAGENET, IMAGENETTE, Preprocessing
+from ..preprocess import CAFFE_RAW_BGR, CIFAR, IMAGENET, IMAGENETTE, Preprocessing
 from .resnet import resnet20, resnet50
 from .vgg import VGG, mlp_head
 from .wae import DWT97, WAEDecoder, WAEEncoder
@@ -70,6 +70,18 @@ FAMILIES = {
                                dataset="imagenette-160", train_size=160),
 }
 KINDS = ("plain", "resized", "dwt", "wae")
+
+
+def _vgg16_caffe(cin, size, classes, width, role):
+    # The authors' Caffe release: pools round up (fc6_CA reads 512x4x4 on 112x112) and a 1024-wide head.
+    return VGG(cin, size, classes, width=width, hidden=1024, with_head=role != "high", ceil_mode=True)
+
+
+# Single models outside the family x kind grid: the exact architecture of one released checkpoint.
+# The family is named after the baseline that speed-ups are measured against.
+VARIANTS = {
+    "wae-vgg16-authors": ("wae", Family("vgg16", CAFFE_RAW_BGR, 1000, 2048, _vgg16_caffe)),
+}
 
 
 class Plain(nn.Module):
@@ -135,6 +147,8 @@ class Decomposed(nn.Module):
 
 def parse_arch(arch: str) -> tuple[str, Family]:
     """'wae-resnet20' -> ('wae', FAMILIES['resnet20']); unknown names raise UserError."""
+    if arch in VARIANTS:
+        return VARIANTS[arch]
     name, kind = arch, "plain"
     if name.startswith("wae-"):
         name, kind = name[4:], "wae"
@@ -143,7 +157,7 @@ def parse_arch(arch: str) -> tuple[str, Family]:
     elif name.endswith("-dwt"):
         name, kind = name[: -len("-dwt")], "dwt"
     if name not in FAMILIES:
-        raise UserError(f"unknown architecture {arch!r}; known: {', '.join(list_archs())}")
+        raise UserError(f"unknown architecture {arch!r}; known: {', '.join(list_archs() + list(VARIANTS))}")
     return kind, FAMILIES[name]
 
 

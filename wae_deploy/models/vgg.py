@@ -1,7 +1,8 @@
 """VGG16 as in Simonyan & Zisserman, with a width factor for the WAE's quarter-width branch.
 
 `batch_norm` and `global_pool` give the VGG16-BN variant with a global-average-pool head
-that trains from scratch on a small data set (the Imagenette reference models).
+that trains from scratch on a small data set (the Imagenette reference models). `ceil_mode`
+rounds pooled sizes up as Caffe does (the authors' released WAE-VGG16: pool5 is 4x4 on 112).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ class VGG(nn.Module):
     """`features` maps an image to a flat pool5 vector; `head` maps that to logits."""
 
     def __init__(self, in_channels: int, input_size: int, num_classes: int, width: float = 1.0,
-                 hidden: int = 4096, with_head: bool = True, batch_norm: bool = False, global_pool: bool = False):
+                 hidden: int = 4096, with_head: bool = True, batch_norm: bool = False, global_pool: bool = False,
+                 ceil_mode: bool = False):
         super().__init__()
-        layers, c = [], in_channels
+        layers, c, side = [], in_channels, input_size
         for out, repeats in VGG16_STAGES:
             out = max(1, int(out * width))
             for _ in range(repeats):
@@ -28,8 +30,8 @@ class VGG(nn.Module):
                     layers.append(nn.BatchNorm2d(out))
                 layers.append(nn.ReLU(inplace=True))
                 c = out
-            layers.append(nn.MaxPool2d(2))
-        side = input_size // 32
+            layers.append(nn.MaxPool2d(2, ceil_mode=ceil_mode))
+            side = -(-side // 2) if ceil_mode else side // 2
         if side < 1:
             raise UserError(f"VGG16 needs an input of at least 32 pixels, got {input_size}")
         if global_pool:
@@ -41,6 +43,17 @@ class VGG(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+
+def conv_indices(batch_norm: bool = False) -> list[int]:
+    """Position of each convolution in `features` (the same in torchvision's VGG16 layouts)."""
+    indices, i = [], 0
+    for _, repeats in VGG16_STAGES:
+        for _ in range(repeats):
+            indices.append(i)
+            i += 3 if batch_norm else 2  # conv, [bn,] relu
+        i += 1  # max-pool
+    return indices
 
 
 def mlp_head(in_dim: int, hidden: int, num_classes: int) -> nn.Sequential:
