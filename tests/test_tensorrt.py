@@ -550,3 +550,59 @@ def test_second_build_comes_from_the_cache(tmp_path, tiny_onnx, monkeypatch):
     monkeypatch.setattr(T.TensorRTTarget, "_build_engine", lambda *a: pytest.fail("rebuilt a cached engine"))
     target.build(tiny_onnx, "fp32", None, tmp_path / "b")
     assert (tmp_path / "a" / T.ENGINE).read_bytes() == (tmp_path / "b" / T.ENGINE).read_bytes()
+
+
+# ---------------------------------------------------------------- runner chunking (engine faked)
+
+class _ProfileContext:
+    """An execution context with TensorRT's contract: set_input_shape is False outside the profile
+    and execute_async_v3 needs a shape set first; it "computes" row sums so chunks are checkable."""
+
+    def __init__(self, lo, hi, host):
+        self.lo, self.hi, self.host, self.n = lo, hi, host, None
+
+    def set_input_shape(self, name, shape):
+        self.n = shape[0] if self.lo <= shape[0] <= self.hi else None
+        return self.n is not None
+
+    def execute_async_v3(self, stream_handle):
+        if self.n is None:
+            return False
+        x = self.host[T.INPUT][:self.n]
+        self.host["logits"][:self.n] = x.reshape(self.n, -1).sum(1, keepdims=True)
+        return True
+
+
+def _chunking_runner(lo, hi):
+    runner = object.__new__(T.TensorRTRunner)
+    host = {T.INPUT: np.zeros((hi, 3, 2, 2), np.float32), "logits": np.zeros((hi, 1), np.float32)}
+    cuda = types.SimpleNamespace(memcpy_htod_async=lambda *a: None, memcpy_dtoh_async=lambda *a: None)
+    ctx = types.SimpleNamespace(push=lambda: None, pop=lambda: None)
+    runner.__dict__.update(_cuda=cuda, _ctx=ctx, _host=host, _buffers={T.INPUT: 0, "logits": 0}, _output="logits",
+                           _batch_range=(lo, hi), _item_shape=(3, 2, 2), _stream=types.SimpleNamespace(
+                               handle=0, synchronize=lambda: None), _context=_ProfileContext(lo, hi, host))
+    return runner
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 100])
+def test_any_batch_is_served_in_chunks_the_profile_takes(n):
+    runner = _chunking_runner(2, 8)
+    batch = np.random.default_rng(n).normal(size=(n, 3, 2, 2)).astype(np.float32)
+    out = runner.infer(batch)
+    np.testing.assert_allclose(out[:, 0], batch.reshape(n, -1).sum(1), rtol=1e-5)
+
+
+def test_int8_without_nncf_is_one_clean_line(monkeypatch):
+    from wae_deploy.quantize import quantize
+
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(UserError, match="needs nncf: pip install"):
+        quantize(None, None, None)
+
+
+def test_trt_extra_carries_nncf():
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("nncf") for req in extras["trt"])

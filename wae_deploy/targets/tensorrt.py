@@ -469,7 +469,8 @@ class TensorRTRunner(Runner):
         self._output = "logits" if "logits" in outputs else outputs[0]
         lo, _, hi = (tuple(s) for s in self._engine.get_tensor_profile_shape(INPUT, 0))
         self._batch_range, self._item_shape = (lo[0], hi[0]), hi[1:]
-        self._context.set_input_shape(INPUT, hi)        # so output shapes below are the largest batch's
+        if not self._context.set_input_shape(INPUT, hi):     # so output shapes below are the largest batch's
+            raise UserError(f"TensorRT refused the profile's own max shape {hi}: the engine is unusable")
         self._stream = cuda.Stream()
         self._host = {}
         for name in [INPUT, *outputs]:
@@ -479,25 +480,30 @@ class TensorRTRunner(Runner):
             self._context.set_tensor_address(name, int(self._buffers[name]))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Any batch size: served in chunks the profile takes (bench's accuracy step feeds 100 at once)."""
         batch = np.asarray(batch)
-        n = len(batch)
         if tuple(batch.shape[1:]) != tuple(self._item_shape):
             raise UserError(f"batch items are {tuple(batch.shape[1:])}, the engine takes {tuple(self._item_shape)}")
-        lo, hi = self._batch_range
-        if not lo <= n <= hi:
-            raise UserError(f"batch of {n} is outside the engine's profile [{lo}, {hi}]; "
-                            "rebuild with another max batch")
-        host_in, host_out = self._host[INPUT][:n], self._host[self._output][:n]
-        host_in[...] = batch                     # into pinned memory (and the engine's input dtype)
+        hi = self._batch_range[1]
+        return np.concatenate([self._infer_chunk(batch[i:i + hi]) for i in range(0, len(batch), hi)])
+
+    def _infer_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        n = len(chunk)
+        # A tail below the profile's min batch is padded up to it; the padding's outputs are dropped.
+        padded = max(n, self._batch_range[0])
+        host_in, host_out = self._host[INPUT][:padded], self._host[self._output][:padded]
+        host_in[:n] = chunk                      # into pinned memory (and the engine's input dtype)
+        host_in[n:] = 0
         cuda = self._cuda
         with self._active():
-            self._context.set_input_shape(INPUT, host_in.shape)
+            if not self._context.set_input_shape(INPUT, host_in.shape):
+                raise RuntimeError(f"TensorRT refused input shape {host_in.shape} inside its own profile")
             cuda.memcpy_htod_async(self._buffers[INPUT], host_in, self._stream)
             if not self._context.execute_async_v3(stream_handle=self._stream.handle):
                 raise RuntimeError("TensorRT execution failed (its log above says why)")
             cuda.memcpy_dtoh_async(host_out, self._buffers[self._output], self._stream)
             self._stream.synchronize()
-        return host_out.astype(np.float32, copy=True)
+        return host_out[:n].astype(np.float32, copy=True)
 
     def close(self) -> None:
         if self._ctx is None:
