@@ -237,6 +237,13 @@ def qdq_model(act_scale=np.float32(0.05), act_zp=np.int8(0), act_axis=None, w_sc
 
 
 @pytest.mark.parametrize("prequantized", [False, True])
+def test_per_tensor_conv_weights_pass(prequantized):
+    """TensorRT takes per-tensor Conv weight quantizers (QAT exports), not only per-channel ones."""
+    assert T.check_qdq_for_tensorrt(qdq_model(w_scale=np.float32(0.01), w_zp=np.int8(0),
+                                              prequantized=prequantized)) == []
+
+
+@pytest.mark.parametrize("prequantized", [False, True])
 def test_symmetric_per_channel_model_passes(prequantized):
     model = qdq_model(prequantized=prequantized)
     onnx.checker.check_model(model, full_check=True)
@@ -250,8 +257,6 @@ def test_symmetric_per_channel_model_passes(prequantized):
     (dict(act_zp=np.uint8(0)), "uint8"),
     (dict(act_zp=np.uint8(128)), "asymmetric"),
     (dict(act_zp=None), "uint8"),                                             # no zero point: uint8 by default
-    (dict(w_scale=np.float32(0.01), w_zp=np.int8(0)), "per-tensor weight"),
-    (dict(w_scale=np.float32(0.01), w_zp=np.int8(0), prequantized=True), "per-tensor weight"),
     (dict(w_scale=np.full(3, 0.01, np.float32), w_zp=np.zeros(3, np.int8), w_axis=1), "axis 1"),
     (dict(w_scale=np.full(2, 0.01, np.float32), w_zp=np.zeros(2, np.int8)), "2 scales for 4 output channels"),
     (dict(act_scale=np.float32(-0.05)), "positive and finite"),

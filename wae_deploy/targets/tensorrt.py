@@ -111,7 +111,7 @@ def check_qdq_for_tensorrt(model: onnx.ModelProto) -> list[str]:
     """Problems that stop TensorRT from using a Q/DQ model as INT8; [] when it is fine.
 
     TensorRT quantizes symmetrically in signed int8: zero points 0, activations per-tensor,
-    Conv weights per output channel (axis 0); scales are build-time constants.
+    Conv weights per-tensor or per output channel (axis 0); scales are build-time constants.
     """
     graph = model.graph
     consts = _constants(graph)
@@ -152,8 +152,8 @@ def check_qdq_for_tensorrt(model: onnx.ModelProto) -> list[str]:
             source = producer.get(node.input[0])
             weight = consts.get(node.input[0] if source is None else source.input[0])
             if scale.size == 1:
-                problems.append(f"{where}: per-tensor weight quantizer for Conv {user.name!r}; expected per-channel")
-            elif axis != 0:
+                continue            # per-tensor weights: TensorRT takes them (QAT exports often have them)
+            if axis != 0:
                 problems.append(f"{where}: weight quantizer on axis {axis} for Conv {user.name!r}; expected axis 0")
             elif weight is not None and scale.size != weight.shape[0]:
                 problems.append(f"{where}: {scale.size} scales for {weight.shape[0]} output channels")
