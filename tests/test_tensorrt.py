@@ -27,31 +27,6 @@ def run_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"images": x})[0]
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    """A small conv net exported the way the project exports: dynamo, opset 18, dynamic batch."""
-    torch = pytest.importorskip("torch")
-    from torch import nn
-
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-    ).eval()
-    with torch.no_grad():   # give BatchNorm non-trivial statistics
-        net[1].running_mean.uniform_(-0.5, 0.5)
-        net[1].running_var.uniform_(0.5, 2.0)
-    prog = torch.onnx.export(
-        net, (torch.randn(2, 3, 16, 16),), dynamo=True, opset_version=18, external_data=False,
-        input_names=["images"], output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-    )
-    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    onnx.save(prog.model_proto, path)
-    return path
-
-
 # ---------------------------------------------------------------- import and availability
 
 @pytest.fixture
@@ -608,8 +583,10 @@ def test_int8_without_nncf_is_one_clean_line(monkeypatch):
 
 
 def test_trt_extra_carries_nncf():
-    import tomllib
     from pathlib import Path
 
-    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
     assert any(req.startswith("nncf") for req in extras["trt"])

@@ -9,14 +9,13 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-
+from test_tensorrt import run_ort
 from trt_standin import TIMING_MAGIC, install
+
 from wae_deploy.cli import main
 from wae_deploy.errors import UserError
 from wae_deploy.metrics import evaluate_runner
 from wae_deploy.targets import tensorrt as T
-
-from test_tensorrt import run_ort, tiny_onnx  # noqa: F401 (tiny_onnx is a fixture)
 
 VERSIONS = ["10.3.0", "11.1.0"]
 
@@ -75,9 +74,8 @@ def test_runtime_contract_is_checked(standin, tiny_onnx, tmp_path):
 
 def test_int8_from_a_plain_onnx_with_the_trt_extra(standin, tiny_onnx, tmp_path):
     """nncf (in the trt extra) quantizes the plain ONNX; the Q/DQ engine agrees with ORT on the Q/DQ model."""
-    from wae_deploy.data import ImageSet
-
     from wae_deploy import onnx_meta
+    from wae_deploy.data import ImageSet
     from wae_deploy.preprocess import Preprocessing
 
     model = onnx.load(tiny_onnx)      # a wae-deploy export carries its preprocessing, which NNCF calibrates with
