@@ -22,7 +22,7 @@ TRAIN_NETTE = $(BIN)/wae-deploy train --epochs $(NETTE_EPOCHS) --batch-size 64 -
           $(if $(THREADS),--threads $(THREADS)) $(if $(wildcard $@.train-state.pt),--resume)
 SPLIT_NETTE = --lr 0.0167 --wae-epochs 1 --wae-lr 3e-4
 
-.PHONY: install test demo train-reference train-imagenette bench lint clean
+.PHONY: install test demo train-reference train-imagenette bench gpu-check lint clean
 .DELETE_ON_ERROR:
 
 install: $(STAMP)
@@ -84,6 +84,10 @@ bench: $(STAMP)
 	  --out benchmarks/cpu-cifar10.json --markdown benchmarks/cpu-cifar10.md --plot benchmarks/cpu-cifar10.png
 	$(BIN)/wae-deploy bench --suite paper --target ort --target openvino --workdir build/bench-paper \
 	  --out benchmarks/cpu-paper.json --markdown benchmarks/cpu-paper.md
+
+# On a machine with an NVIDIA GPU, TensorRT and pycuda: versions, the GPU tests, one TensorRT bench (< 5 min).
+gpu-check:
+	benchmarks/gpu_check.sh $(BIN)/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check wae_deploy tests benchmarks

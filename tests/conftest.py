@@ -7,6 +7,7 @@ run on a machine decodes the JPEGs once, later runs load an .npz in about a seco
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -82,3 +83,39 @@ def fast_load_split(_split_memo):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_mod, "load_split", load)
         yield load
+
+
+# Shared by the TensorRT tests (test_tensorrt.py, test_trt_standin.py).
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """A small conv net exported the way the project exports: dynamo, opset 18, dynamic batch."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    ).eval()
+    with torch.no_grad():   # give BatchNorm non-trivial statistics
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    prog = torch.onnx.export(
+        net, (torch.randn(2, 3, 16, 16),), dynamo=True, opset_version=18, external_data=False,
+        input_names=["images"], output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+    )
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    onnx.save(described(prog.model_proto), path)
+    return path
+
+
+def described(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The wae_deploy metadata export writes: an artifact carries its preprocessing and class names."""
+    from wae_deploy import onnx_meta
+    from wae_deploy.preprocess import Preprocessing
+
+    spec = Preprocessing(resize=16, crop=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    onnx_meta.write(model, onnx_meta.ModelInfo(arch="tiny", classes=[str(i) for i in range(10)], preprocessing=spec,
+                                               config={}, checkpoint_sha256="", version="test", extra={}))
+    return model

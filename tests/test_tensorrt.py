@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import described
 from onnx import TensorProto, helper, numpy_helper
 
 from wae_deploy.errors import UserError
@@ -25,42 +26,6 @@ def run_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, {"images": x})[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    """A small conv net exported the way the project exports: dynamo, opset 18, dynamic batch."""
-    torch = pytest.importorskip("torch")
-    from torch import nn
-
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-    ).eval()
-    with torch.no_grad():   # give BatchNorm non-trivial statistics
-        net[1].running_mean.uniform_(-0.5, 0.5)
-        net[1].running_var.uniform_(0.5, 2.0)
-    prog = torch.onnx.export(
-        net, (torch.randn(2, 3, 16, 16),), dynamo=True, opset_version=18, external_data=False,
-        input_names=["images"], output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-    )
-    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    onnx.save(described(prog.model_proto), path)
-    return path
-
-
-def described(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The wae_deploy metadata export writes: an artifact carries its preprocessing and class names."""
-    from wae_deploy import onnx_meta
-    from wae_deploy.preprocess import Preprocessing
-
-    spec = Preprocessing(resize=16, crop=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    onnx_meta.write(model, onnx_meta.ModelInfo(arch="tiny", classes=[str(i) for i in range(10)], preprocessing=spec,
-                                               config={}, checkpoint_sha256="", version="test", extra={}))
-    return model
 
 
 # ---------------------------------------------------------------- import and availability
@@ -93,7 +58,12 @@ def fake_runtime(monkeypatch):
         def compute_capability(self):
             return self.gpus[self.i][1]
 
+        def get_attribute(self, attribute):
+            assert attribute == "MULTIPROCESSOR_COUNT"
+            return 16
+
     driver.init = lambda: None
+    driver.device_attribute = types.SimpleNamespace(MULTIPROCESSOR_COUNT="MULTIPROCESSOR_COUNT")
     driver.Device = Device
     pycuda = types.ModuleType("pycuda")
     pycuda.driver = driver
@@ -142,7 +112,7 @@ def test_available_without_gpu(fake_runtime, monkeypatch):
 
 
 def test_available_with_gpu(fake_runtime):
-    assert T.TensorRTTarget().available() == (True, "TensorRT 10.3.0 on Orin (sm 8.7)")
+    assert T.TensorRTTarget().available() == (True, "TensorRT 10.3.0 on Orin (sm 8.7, 16 SMs)")
 
 
 def test_build_and_load_without_tensorrt_raise_user_error(no_tensorrt, tmp_path):
@@ -156,14 +126,15 @@ def test_build_and_load_without_tensorrt_raise_user_error(no_tensorrt, tmp_path)
 # ---------------------------------------------------------------- cache keys and profile shapes
 
 KEY_ARGS = dict(onnx_bytes_sha256="ab" * 32, trt_version="10.3.0", gpu_name="Orin", compute_capability=(8, 7),
-                precision="fp16", profile_shapes=FP32_SHAPES)
+                precision="fp16", profile_shapes=FP32_SHAPES, sm_count=16,
+                build_options={"typing": "strong", "tf32": True, "workspace_mb": None})
 
 
 def test_cache_key_is_stable():
     key = T.engine_cache_key(**KEY_ARGS)
     assert key == T.engine_cache_key(**KEY_ARGS)
     # the same key across runs and machines: a changed recipe must be a deliberate change
-    assert key == "9c6683dbafc487704ffe18a4e8eb1dbd"
+    assert key == "7e3a50dbe3e8be1d50edd6fc9418ad80"
     # equivalent spellings give the same key
     same = dict(KEY_ARGS, compute_capability="8.7",
                 profile_shapes={"images": [list(s) for s in FP32_SHAPES["images"]]})
@@ -173,6 +144,8 @@ def test_cache_key_is_stable():
 @pytest.mark.parametrize("field,value", [
     ("onnx_bytes_sha256", "cd" * 32), ("trt_version", "10.3.1"), ("gpu_name", "NVIDIA H100"),
     ("compute_capability", (9, 0)), ("precision", "int8"), ("profile_shapes", T.profile_shapes((32, 32), 1, 8, 64)),
+    ("sm_count", 8), ("build_options", {"typing": "strong", "tf32": False, "workspace_mb": None}),
+    ("build_options", {"typing": "strong", "tf32": True, "workspace_mb": 512}),
 ])
 def test_cache_key_changes_with_each_field(field, value):
     assert T.engine_cache_key(**dict(KEY_ARGS, **{field: value})) != T.engine_cache_key(**KEY_ARGS)
@@ -240,6 +213,13 @@ def qdq_model(act_scale=np.float32(0.05), act_zp=np.int8(0), act_axis=None, w_sc
 
 
 @pytest.mark.parametrize("prequantized", [False, True])
+def test_per_tensor_conv_weights_pass(prequantized):
+    """TensorRT takes per-tensor Conv weight quantizers (QAT exports), not only per-channel ones."""
+    assert T.check_qdq_for_tensorrt(qdq_model(w_scale=np.float32(0.01), w_zp=np.int8(0),
+                                              prequantized=prequantized)) == []
+
+
+@pytest.mark.parametrize("prequantized", [False, True])
 def test_symmetric_per_channel_model_passes(prequantized):
     model = qdq_model(prequantized=prequantized)
     onnx.checker.check_model(model, full_check=True)
@@ -253,8 +233,6 @@ def test_symmetric_per_channel_model_passes(prequantized):
     (dict(act_zp=np.uint8(0)), "uint8"),
     (dict(act_zp=np.uint8(128)), "asymmetric"),
     (dict(act_zp=None), "uint8"),                                             # no zero point: uint8 by default
-    (dict(w_scale=np.float32(0.01), w_zp=np.int8(0)), "per-tensor weight"),
-    (dict(w_scale=np.float32(0.01), w_zp=np.int8(0), prequantized=True), "per-tensor weight"),
     (dict(w_scale=np.full(3, 0.01, np.float32), w_zp=np.zeros(3, np.int8), w_axis=1), "axis 1"),
     (dict(w_scale=np.full(2, 0.01, np.float32), w_zp=np.zeros(2, np.int8)), "2 scales for 4 output channels"),
     (dict(act_scale=np.float32(-0.05)), "positive and finite"),
@@ -350,7 +328,7 @@ def test_fp16_clips_instead_of_overflowing():
 
 # ---------------------------------------------------------------- engine cache and sidecars
 
-META = {"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7", "precision": "fp16"}
+META = {"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7", "sm_count": 16, "precision": "fp16"}
 
 
 def test_engine_cache_roundtrip_and_key_check(tmp_path):
@@ -401,10 +379,11 @@ def test_sidecar_is_written_after_the_engine(tmp_path, monkeypatch):
 
 def test_timing_cache_is_per_tensorrt_version_and_gpu(tmp_path):
     cache = T.EngineCache(tmp_path)
-    a = cache.timing_cache_path("10.3.0", "NVIDIA Jetson AGX Orin", (8, 7))
-    assert a.parent == tmp_path and a.name == "timing-10.3.0-NVIDIA-Jetson-AGX-Orin-sm8.7.cache"
-    assert a != cache.timing_cache_path("10.4.0", "NVIDIA Jetson AGX Orin", (8, 7))
-    assert a != cache.timing_cache_path("10.3.0", "NVIDIA H100", (9, 0))
+    a = cache.timing_cache_path("10.3.0", "NVIDIA Jetson AGX Orin", (8, 7), 16)
+    assert a.parent == tmp_path and a.name == "timing-10.3.0-NVIDIA-Jetson-AGX-Orin-sm8.7-16sms.cache"
+    assert a != cache.timing_cache_path("10.4.0", "NVIDIA Jetson AGX Orin", (8, 7), 16)
+    assert a != cache.timing_cache_path("10.3.0", "NVIDIA H100", (9, 0), 132)
+    assert a != cache.timing_cache_path("10.3.0", "NVIDIA Jetson AGX Orin", (8, 7), 8)
 
 
 def test_default_cache_dir_is_under_the_project_cache(monkeypatch, tmp_path):
@@ -413,11 +392,14 @@ def test_default_cache_dir_is_under_the_project_cache(monkeypatch, tmp_path):
 
 
 def test_engine_from_another_tensorrt_or_gpu_is_refused():
-    T.check_engine_identity(META, "10.3.0", "Orin", (8, 7))
+    T.check_engine_identity(META, "10.3.0", "Orin", (8, 7), 16)
     with pytest.raises(UserError, match="TensorRT 10.3.0 for Orin.*TensorRT 11.0.0 on Orin"):
-        T.check_engine_identity(META, "11.0.0", "Orin", (8, 7))
+        T.check_engine_identity(META, "11.0.0", "Orin", (8, 7), 16)
     with pytest.raises(UserError, match="not portable"):
-        T.check_engine_identity(META, "10.3.0", "NVIDIA H100", (9, 0))
+        T.check_engine_identity(META, "10.3.0", "NVIDIA H100", (9, 0), 132)
+    # all Orin modules share a name and compute capability; the SM count tells them apart
+    with pytest.raises(UserError, match="16 SMs.*8 SMs"):
+        T.check_engine_identity(META, "10.3.0", "Orin", (8, 7), 8)
 
 
 def test_load_refuses_a_foreign_engine_before_touching_the_gpu(fake_runtime, tiny_onnx, tmp_path):  # noqa: F811
@@ -451,8 +433,8 @@ def recorded_builds(fake_runtime, monkeypatch):
     """The real build() with the one call into TensorRT replaced by a recorder."""
     calls = []
 
-    def fake_build(self, trt, major, onnx_bytes, precision, shapes, timing):
-        calls.append({"major": major, "model": onnx.load_from_string(onnx_bytes), "precision": precision,
+    def fake_build(self, trt, cuda, onnx_bytes, precision, shapes, timing):
+        calls.append({"model": onnx.load_from_string(onnx_bytes), "precision": precision,
                       "shapes": shapes, "timing": timing})
         return f"PLAN {precision} #{len(calls)}".encode()
 
@@ -470,9 +452,9 @@ def test_build_writes_stamped_artifact_and_reuses_cache(recorded_builds, tiny_on
     assert identity == ("10.3.0", "Orin", "8.7", "fp16")
     call = recorded_builds[0]
     assert call["shapes"] == T.profile_shapes((16, 16), 1, 8, 32)
-    assert call["timing"].name == "timing-10.3.0-Orin-sm8.7.cache"
-    # TensorRT 10 builds the FP32 ONNX with the FP16 flag: the model goes in unconverted
-    assert call["model"].graph.initializer[0].data_type == TensorProto.FLOAT
+    assert call["timing"].name == "timing-10.3.0-Orin-sm8.7-16sms.cache"
+    # one strongly typed path for 10.3 and 11: fp16 goes in as an FP16-typed ONNX
+    assert call["model"].graph.initializer[0].data_type == TensorProto.FLOAT16
     # same inputs: served from the cache, no second build
     target.build(tiny_onnx, "fp16", None, tmp_path / "b")
     assert len(recorded_builds) == 1 and (tmp_path / "b" / T.ENGINE).read_bytes() == plan
@@ -489,14 +471,6 @@ def test_a_corrupted_cache_entry_is_rebuilt(recorded_builds, tiny_onnx, tmp_path
     cached.write_bytes(b"garbage")
     target.build(tiny_onnx, "fp32", None, tmp_path / "a")
     assert len(recorded_builds) == 2 and T.read_engine(tmp_path / "a" / T.ENGINE)[0] == b"PLAN fp32 #2"
-
-
-def test_tensorrt_11_builds_fp16_from_an_fp16_onnx(recorded_builds, fake_runtime, tiny_onnx, tmp_path):
-    fake_runtime[0].__version__ = "11.0.0"
-    T.TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp16", None, tmp_path / "a.plan")
-    call = recorded_builds[0]
-    assert call["major"] == 11
-    assert TensorProto.FLOAT16 in {t.data_type for t in call["model"].graph.initializer}
 
 
 def test_int8_needs_a_tensorrt_ready_qdq_model(recorded_builds, tiny_onnx, tmp_path):
@@ -534,13 +508,11 @@ def test_engine_matches_onnxruntime(tmp_path, tiny_onnx, precision, atol):
     target = _real_target(tmp_path)
     target.build(tiny_onnx, precision, None, tmp_path / f"tiny-{precision}")
     artifact = tmp_path / f"tiny-{precision}"
-    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((20, 3, 16, 16)).astype(np.float32)
     ref = run_ort(onnx.load(tiny_onnx), x)
     with target.load(artifact) as runner:
-        for n in (1, 3, 8):
+        for n in (1, 3, 8, 20):     # 20 > the profile's max of 8: served in chunks
             np.testing.assert_allclose(runner.infer(x[:n]), ref[:n], atol=atol, rtol=0)
-        with pytest.raises(UserError, match="outside the engine's profile"):
-            runner.infer(np.zeros((9, 3, 16, 16), np.float32))
 
 
 def test_int8_engine_from_nncf_model(tmp_path, tiny_onnx):
@@ -566,3 +538,61 @@ def test_second_build_comes_from_the_cache(tmp_path, tiny_onnx, monkeypatch):
     monkeypatch.setattr(T.TensorRTTarget, "_build_engine", lambda *a: pytest.fail("rebuilt a cached engine"))
     target.build(tiny_onnx, "fp32", None, tmp_path / "b")
     assert (tmp_path / "a" / T.ENGINE).read_bytes() == (tmp_path / "b" / T.ENGINE).read_bytes()
+
+
+# ---------------------------------------------------------------- runner chunking (engine faked)
+
+class _ProfileContext:
+    """An execution context with TensorRT's contract: set_input_shape is False outside the profile
+    and execute_async_v3 needs a shape set first; it "computes" row sums so chunks are checkable."""
+
+    def __init__(self, lo, hi, host):
+        self.lo, self.hi, self.host, self.n = lo, hi, host, None
+
+    def set_input_shape(self, name, shape):
+        self.n = shape[0] if self.lo <= shape[0] <= self.hi else None
+        return self.n is not None
+
+    def execute_async_v3(self, stream_handle):
+        if self.n is None:
+            return False
+        x = self.host[T.INPUT][:self.n]
+        self.host["logits"][:self.n] = x.reshape(self.n, -1).sum(1, keepdims=True)
+        return True
+
+
+def _chunking_runner(lo, hi):
+    runner = object.__new__(T.TensorRTRunner)
+    host = {T.INPUT: np.zeros((hi, 3, 2, 2), np.float32), "logits": np.zeros((hi, 1), np.float32)}
+    cuda = types.SimpleNamespace(memcpy_htod_async=lambda *a: None, memcpy_dtoh_async=lambda *a: None)
+    ctx = types.SimpleNamespace(push=lambda: None, pop=lambda: None)
+    runner.__dict__.update(_cuda=cuda, _ctx=ctx, _host=host, _buffers={T.INPUT: 0, "logits": 0}, _output="logits",
+                           _batch_range=(lo, hi), _item_shape=(3, 2, 2), _stream=types.SimpleNamespace(
+                               handle=0, synchronize=lambda: None), _context=_ProfileContext(lo, hi, host))
+    return runner
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 100])
+def test_any_batch_is_served_in_chunks_the_profile_takes(n):
+    runner = _chunking_runner(2, 8)
+    batch = np.random.default_rng(n).normal(size=(n, 3, 2, 2)).astype(np.float32)
+    out = runner.infer(batch)
+    np.testing.assert_allclose(out[:, 0], batch.reshape(n, -1).sum(1), rtol=1e-5)
+
+
+def test_int8_without_nncf_is_one_clean_line(monkeypatch):
+    from wae_deploy.quantize import quantize
+
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(UserError, match="needs nncf: pip install"):
+        quantize(None, None, None)
+
+
+def test_trt_extra_carries_nncf():
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert any(req.startswith("nncf") for req in extras["trt"])

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from .data import ImageSet
+from .errors import UserError
 from .preprocess import Preprocessing
 
 # What a WAE makes sensitive to INT8, in the order the accuracy-bounded build keeps it in
@@ -67,7 +68,10 @@ def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_n
     quantized layers by the top-1 they cost on `held_out` and reverts the worst to float until
     the drop is at most `max_drop_points`.
     """
-    import nncf
+    try:
+        import nncf
+    except ImportError as e:      # every INT8 build from a plain ONNX lands here, whatever the target
+        raise UserError(f"INT8 from a plain ONNX model needs nncf: pip install 'nncf>=2.16' ({e})") from e
 
     common = dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
                   ignored_scope=ignored_scope(keep_float) if keep_float else None)

@@ -3,11 +3,11 @@
 `tensorrt` and `pycuda` are imported inside methods, so this module (and its pure-ONNX helpers:
 the Q/DQ checker, the FP16 converter, the cache keys) imports and is tested on machines without them.
 
-Two TensorRT generations are supported, because JetPack 6 (Orin) ships 10.3 while desktops move on:
-  TensorRT 10: weakly typed networks. FP16 = BuilderFlag.FP16; INT8 = a Q/DQ ONNX + BuilderFlag.INT8.
-               The implicit INT8 calibrators are deprecated since 10.1 and are not used.
-  TensorRT 11: every network is strongly typed and the precision flags are gone: FP16 comes from an
-               FP16-typed ONNX (to_fp16 below), INT8 from the Q/DQ nodes themselves.
+Two TensorRT generations are supported, because JetPack 6 (Orin) ships 10.3 while desktops move on.
+Both build one way: a strongly typed network (NetworkDefinitionCreationFlag.STRONGLY_TYPED exists
+from 10.3 and is the only mode in 11, where the FP16/INT8 builder flags are gone), so FP16 comes from
+an FP16-typed ONNX (to_fp16 below) and INT8 from Q/DQ nodes. fp32 clears the TF32 flag, which
+TensorRT sets by default on Ampere and later (Orin included).
 For int8 a plain ONNX is quantized with the project's NNCF recipe (quantize.py), so one calibration
 serves every runtime; a Q/DQ ONNX is taken as it is.
 
@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import re
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -52,11 +53,15 @@ def _cc(compute_capability) -> str:
 
 
 def engine_cache_key(onnx_bytes_sha256: str, trt_version: str, gpu_name: str, compute_capability,
-                     precision: str, profile_shapes: dict) -> str:
-    """A stable hash of everything that makes an engine valid; any change means a new engine."""
+                     precision: str, profile_shapes: dict, sm_count: int, build_options: dict) -> str:
+    """A stable hash of everything that makes an engine valid; any change means a new engine.
+
+    The SM count is there because every Orin module reports the same name and compute capability;
+    build_options (workspace, flags) change which kernels the builder may pick.
+    """
     fields = {
         "onnx": onnx_bytes_sha256, "trt": str(trt_version), "gpu": gpu_name, "sm": _cc(compute_capability),
-        "precision": precision,
+        "sms": int(sm_count), "options": build_options, "precision": precision,
         "profile": {name: [[int(d) for d in shape] for shape in shapes] for name, shapes in profile_shapes.items()},
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
@@ -107,7 +112,7 @@ def check_qdq_for_tensorrt(model: onnx.ModelProto) -> list[str]:
     """Problems that stop TensorRT from using a Q/DQ model as INT8; [] when it is fine.
 
     TensorRT quantizes symmetrically in signed int8: zero points 0, activations per-tensor,
-    Conv weights per output channel (axis 0); scales are build-time constants.
+    Conv weights per-tensor or per output channel (axis 0); scales are build-time constants.
     """
     graph = model.graph
     consts = _constants(graph)
@@ -148,8 +153,8 @@ def check_qdq_for_tensorrt(model: onnx.ModelProto) -> list[str]:
             source = producer.get(node.input[0])
             weight = consts.get(node.input[0] if source is None else source.input[0])
             if scale.size == 1:
-                problems.append(f"{where}: per-tensor weight quantizer for Conv {user.name!r}; expected per-channel")
-            elif axis != 0:
+                continue            # per-tensor weights: TensorRT takes them (QAT exports often have them)
+            if axis != 0:
                 problems.append(f"{where}: weight quantizer on axis {axis} for Conv {user.name!r}; expected axis 0")
             elif weight is not None and scale.size != weight.shape[0]:
                 problems.append(f"{where}: {scale.size} scales for {weight.shape[0]} output channels")
@@ -275,14 +280,15 @@ def read_engine(path: Path) -> tuple[bytes, dict]:
     return plan, meta
 
 
-def check_engine_identity(meta: dict, trt_version: str, gpu_name: str, compute_capability, path="engine") -> None:
-    """An engine runs only on the TensorRT version and GPU that built it."""
-    built = (meta.get("tensorrt"), meta.get("gpu"), meta.get("compute_capability"))
-    here = (str(trt_version), gpu_name, _cc(compute_capability))
+def check_engine_identity(meta: dict, trt_version: str, gpu_name: str, compute_capability, sm_count: int,
+                          path="engine") -> None:
+    """An engine runs only on the TensorRT version and GPU (model and SM count) that built it."""
+    built = (meta.get("tensorrt"), meta.get("gpu"), meta.get("compute_capability"), meta.get("sm_count"))
+    here = (str(trt_version), gpu_name, _cc(compute_capability), int(sm_count))
     if built != here:
-        raise UserError(f"{path} was built by TensorRT {built[0]} for {built[1]} (sm {built[2]}), but this machine "
-                        f"has TensorRT {here[0]} on {here[1]} (sm {here[2]}): engines are not portable, "
-                        "rebuild it here")
+        raise UserError(f"{path} was built by TensorRT {built[0]} for {built[1]} (sm {built[2]}, {built[3]} SMs), "
+                        f"but this machine has TensorRT {here[0]} on {here[1]} (sm {here[2]}, {here[3]} SMs): "
+                        "engines are not portable, rebuild it here")
 
 
 class EngineCache:
@@ -302,9 +308,9 @@ class EngineCache:
         self.root.mkdir(parents=True, exist_ok=True)
         write_engine(self.root / f"{key}.plan", plan, {**meta, "key": key})
 
-    def timing_cache_path(self, trt_version: str, gpu_name: str, compute_capability) -> Path:
+    def timing_cache_path(self, trt_version: str, gpu_name: str, compute_capability, sm_count: int) -> Path:
         gpu = re.sub(r"[^A-Za-z0-9.]+", "-", gpu_name).strip("-")
-        return self.root / f"timing-{trt_version}-{gpu}-sm{_cc(compute_capability)}.cache"
+        return self.root / f"timing-{trt_version}-{gpu}-sm{_cc(compute_capability)}-{int(sm_count)}sms.cache"
 
 
 # ---------------------------------------------------------------- the target
@@ -321,13 +327,15 @@ def _import_runtime():
     return trt, cuda
 
 
-def _gpu(cuda, device: int) -> tuple[str, tuple[int, int]]:
+def _gpu(cuda, device: int) -> tuple[str, tuple[int, int], int]:
+    """(name, compute capability, SM count) of the selected GPU."""
     try:
         cuda.init()
         if cuda.Device.count() <= device:
             raise UserError(f"no CUDA GPU {device} found")
         dev = cuda.Device(device)
-        return dev.name(), tuple(dev.compute_capability())
+        sms = dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
+        return dev.name(), tuple(dev.compute_capability()), int(sms)
     except UserError:
         raise
     except Exception as e:         # pycuda's driver errors: no driver, no device
@@ -348,10 +356,10 @@ class TensorRTTarget(Target):
     def available(self) -> tuple[bool, str]:
         try:
             trt, cuda = _import_runtime()
-            gpu, cc = _gpu(cuda, self.device)
+            gpu, cc, sms = _gpu(cuda, self.device)
         except UserError as e:
             return False, str(e)
-        return True, f"TensorRT {trt.__version__} on {gpu} (sm {_cc(cc)})"
+        return True, f"TensorRT {trt.__version__} on {gpu} (sm {_cc(cc)}, {sms} SMs)"
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None) -> Artifact:
@@ -377,31 +385,53 @@ class TensorRTTarget(Target):
         elif has_qdq:
             raise UserError(f"{onnx_path} is a Q/DQ model: build it with --precision int8")
         shapes = profile_shapes(onnx_input_hw(model), *self.batches)
-        major = int(trt.__version__.split(".")[0])
-        if precision == "fp16" and major >= 11:
+        if precision == "fp16":
             model = to_fp16(model)           # strongly typed: the ONNX types choose the precision
         onnx_bytes = model.SerializeToString()
-        gpu, cc = _gpu(cuda, self.device)
-        key = engine_cache_key(hashlib.sha256(onnx_bytes).hexdigest(), trt.__version__, gpu, cc, precision, shapes)
-        stamp = {"tensorrt": trt.__version__, "gpu": gpu, "compute_capability": _cc(cc), "precision": precision,
-                 "profile": shapes, "key": key}
+        gpu, cc, sms = _gpu(cuda, self.device)
+        options = self.build_options(precision)
+        key = engine_cache_key(hashlib.sha256(onnx_bytes).hexdigest(), trt.__version__, gpu, cc, precision, shapes,
+                               sms, options)
+        stamp = {"tensorrt": trt.__version__, "gpu": gpu, "compute_capability": _cc(cc), "sm_count": sms,
+                 "precision": precision, "profile": shapes, "build_options": options, "key": key}
         plan = self.cache.get(key)
         if plan is None:
-            timing = self.cache.timing_cache_path(trt.__version__, gpu, cc)
-            plan = self._build_engine(trt, major, onnx_bytes, precision, shapes, timing)
+            timing = self.cache.timing_cache_path(trt.__version__, gpu, cc, sms)
+            plan = self._build_engine(trt, cuda, onnx_bytes, precision, shapes, timing)
             self.cache.put(key, plan, stamp)
+        return self._write_artifact(out, plan, stamp, onnx_path, info, meta, keep_float)
+
+    def _write_artifact(self, out: Path, plan: bytes, stamp: dict, onnx_path: Path, info, meta: dict | None,
+                        keep_float) -> Artifact:
+        """The artifact folder (engine + sidecar + manifest), all or nothing; the one place it is written."""
+        details = {k: v for k, v in stamp.items() if k not in ("tensorrt", "precision", "key")}
+        manifest = artifact.new_manifest(onnx_path, info, self.name, stamp["precision"], stamp["tensorrt"],
+                                         **(meta or {}), keep_float=list(keep_float),
+                                         details={**details, "cache_key": stamp["key"]})
         with atomic.atomic_dir(out) as tmp:
             write_engine(tmp / ENGINE, plan, stamp)
-            manifest = artifact.new_manifest(
-                onnx_path, info, self.name, precision, trt.__version__, **(meta or {}), keep_float=list(keep_float),
-                details={"gpu": gpu, "compute_capability": _cc(cc), "profile": shapes, "cache_key": key})
             return artifact.write(tmp, out, manifest)
 
-    def _build_engine(self, trt, major: int, onnx_bytes: bytes, precision: str, shapes: dict, timing: Path) -> bytes:
+    def build_options(self, precision: str) -> dict:
+        """What _build_on_current_gpu sets besides the network and profile: part of the engine's identity."""
+        return {"typing": "strong", "tf32": precision != "fp32", "workspace_mb": self.workspace_mb}
+
+    def _build_engine(self, trt, cuda, onnx_bytes: bytes, precision: str, shapes: dict, timing: Path) -> bytes:
+        # The build runs on the selected GPU: its primary context is current for the whole build.
+        ctx = cuda.Device(self.device).retain_primary_context()
+        ctx.push()
+        try:
+            return self._build_on_current_gpu(trt, onnx_bytes, precision, shapes, timing)
+        finally:
+            ctx.pop()
+            ctx.detach()
+
+    def _build_on_current_gpu(self, trt, onnx_bytes: bytes, precision: str, shapes: dict, timing: Path) -> bytes:
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
-        # default flags: TensorRT 10 -> weakly typed (explicit batch is implied since 10.0), 11 -> strongly typed
-        network = builder.create_network()
+        # One typing path for 10.3+ and 11: strongly typed, so the ONNX types (FP16 casts, Q/DQ nodes)
+        # choose the precision; the weakly typed FP16/INT8 builder flags are gone in 11.
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse(onnx_bytes):
             errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
@@ -409,28 +439,43 @@ class TensorRTTarget(Target):
         config = builder.create_builder_config()
         if self.workspace_mb:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_mb << 20)
-        if major < 11 and precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.INT8)
+        if precision == "fp32":
+            config.clear_flag(trt.BuilderFlag.TF32)      # on by default from Ampere (Orin too): fp32 means fp32
         profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in shapes.items():
             profile.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(profile)
         # Layer timings survive across builds (same TensorRT + GPU only: that's in the file name).
-        config.set_timing_cache(config.create_timing_cache(timing.read_bytes() if timing.is_file() else b""),
-                                ignore_mismatch=False)
+        cache = self._timing_cache(config, timing)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            warnings.warn(f"TensorRT did not take the timing cache {timing}; building without it", stacklevel=2)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise UserError("TensorRT could not build the engine (its log above says why)")
-        timing.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(timing, bytes(config.get_timing_cache().serialize()))
+        updated = config.get_timing_cache()
+        if updated is not None:
+            timing.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(timing, bytes(updated.serialize()))
         return bytes(plan)
+
+    @staticmethod
+    def _timing_cache(config, timing: Path):
+        """The saved timing cache, or a fresh one when it is missing or unreadable (then rebuilt)."""
+        saved = timing.read_bytes() if timing.is_file() else b""
+        cache = config.create_timing_cache(saved) if saved else None
+        if saved and cache is None:
+            warnings.warn(f"ignoring the corrupt TensorRT timing cache {timing}; it is rebuilt", stacklevel=3)
+        cache = cache if cache is not None else config.create_timing_cache(b"")
+        if cache is None:
+            raise UserError("TensorRT could not create a timing cache (its log above says why)")
+        return cache
 
     def load(self, path: Path, threads: int | None = None) -> Runner:
         # threads: CPU targets use it; a GPU engine has nothing to set.
         trt, cuda = _import_runtime()
         plan, meta = read_engine(artifact.open(path, self.name, trt.__version__).file(ENGINE))
-        gpu, cc = _gpu(cuda, self.device)
-        check_engine_identity(meta, trt.__version__, gpu, cc, path)
+        gpu, cc, sms = _gpu(cuda, self.device)
+        check_engine_identity(meta, trt.__version__, gpu, cc, sms, path)
         return TensorRTRunner(trt, cuda, plan, self.device)
 
 
@@ -468,7 +513,8 @@ class TensorRTRunner(Runner):
         self._output = "logits" if "logits" in outputs else outputs[0]
         lo, _, hi = (tuple(s) for s in self._engine.get_tensor_profile_shape(INPUT, 0))
         self._batch_range, self._item_shape = (lo[0], hi[0]), hi[1:]
-        self._context.set_input_shape(INPUT, hi)        # so output shapes below are the largest batch's
+        if not self._context.set_input_shape(INPUT, hi):     # so output shapes below are the largest batch's
+            raise UserError(f"TensorRT refused the profile's own max shape {hi}: the engine is unusable")
         self._stream = cuda.Stream()
         self._host = {}
         for name in [INPUT, *outputs]:
@@ -478,25 +524,30 @@ class TensorRTRunner(Runner):
             self._context.set_tensor_address(name, int(self._buffers[name]))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Any batch size: served in chunks the profile takes (bench's accuracy step feeds 100 at once)."""
         batch = np.asarray(batch)
-        n = len(batch)
         if tuple(batch.shape[1:]) != tuple(self._item_shape):
             raise UserError(f"batch items are {tuple(batch.shape[1:])}, the engine takes {tuple(self._item_shape)}")
-        lo, hi = self._batch_range
-        if not lo <= n <= hi:
-            raise UserError(f"batch of {n} is outside the engine's profile [{lo}, {hi}]; "
-                            "rebuild with another max batch")
-        host_in, host_out = self._host[INPUT][:n], self._host[self._output][:n]
-        host_in[...] = batch                     # into pinned memory (and the engine's input dtype)
+        hi = self._batch_range[1]
+        return np.concatenate([self._infer_chunk(batch[i:i + hi]) for i in range(0, len(batch), hi)])
+
+    def _infer_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        n = len(chunk)
+        # A tail below the profile's min batch is padded up to it; the padding's outputs are dropped.
+        padded = max(n, self._batch_range[0])
+        host_in, host_out = self._host[INPUT][:padded], self._host[self._output][:padded]
+        host_in[:n] = chunk                      # into pinned memory (and the engine's input dtype)
+        host_in[n:] = 0
         cuda = self._cuda
         with self._active():
-            self._context.set_input_shape(INPUT, host_in.shape)
+            if not self._context.set_input_shape(INPUT, host_in.shape):
+                raise RuntimeError(f"TensorRT refused input shape {host_in.shape} inside its own profile")
             cuda.memcpy_htod_async(self._buffers[INPUT], host_in, self._stream)
             if not self._context.execute_async_v3(stream_handle=self._stream.handle):
                 raise RuntimeError("TensorRT execution failed (its log above says why)")
             cuda.memcpy_dtoh_async(host_out, self._buffers[self._output], self._stream)
             self._stream.synchronize()
-        return host_out.astype(np.float32, copy=True)
+        return host_out[:n].astype(np.float32, copy=True)
 
     def close(self) -> None:
         if self._ctx is None:

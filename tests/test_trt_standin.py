@@ -1,0 +1,159 @@
+"""The TensorRT target's real build/load/infer paths, run through strict stand-ins of tensorrt 10.3
+and 11.x and pycuda (tests/trt_standin.py), plus `bench --target trt` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from test_tensorrt import run_ort
+from trt_standin import TIMING_MAGIC, install
+
+from wae_deploy.cli import main
+from wae_deploy.errors import UserError
+from wae_deploy.metrics import evaluate_runner
+from wae_deploy.targets import tensorrt as T
+
+VERSIONS = ["10.3.0", "11.1.0"]
+
+
+@pytest.fixture(params=VERSIONS)
+def standin(request, monkeypatch):
+    return install(monkeypatch, request.param)
+
+
+def _images(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 3, 16, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("precision,atol", [("fp32", 1e-4), ("fp16", 2e-2)])
+def test_build_load_infer_any_batch(standin, tiny_onnx, tmp_path, precision, atol):
+    target = T.TensorRTTarget(cache_root=tmp_path / "cache")
+    details = target.build(tiny_onnx, precision, None, tmp_path / "a").manifest["details"]
+    assert details["sm_count"] == 16 and details["build_options"]["tf32"] == (precision != "fp32")
+    x = _images(100)
+    ref = run_ort(onnx.load(tiny_onnx), x)
+    with target.load(tmp_path / "a") as runner:
+        for n in (1, 8, 100):       # 100 > the profile's max of 32: chunks
+            np.testing.assert_allclose(runner.infer(x[:n]), ref[:n], atol=atol, rtol=0)
+    assert not standin[2].contexts and not standin[2].blocks     # contexts popped, buffers freed
+
+
+def test_fp32_engine_is_built_without_tf32(standin, tiny_onnx, tmp_path):
+    T.TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a")
+    plan = (tmp_path / "a" / T.ENGINE).read_bytes()
+    assert json.loads(plan[len(b"STANDIN-PLAN"):])["tf32"] is False
+
+
+def test_11_has_no_weak_precision_flags(monkeypatch):
+    trt, _, _ = install(monkeypatch, "11.1.0")
+    assert not hasattr(trt.BuilderFlag, "FP16") and not hasattr(trt.BuilderFlag, "INT8")
+    assert not hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    trt10, _, _ = install(monkeypatch, "10.3.0")
+    assert hasattr(trt10.BuilderFlag, "FP16") and hasattr(trt10.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+
+
+def test_runtime_contract_is_checked(standin, tiny_onnx, tmp_path):
+    """set_input_shape is False outside the profile; execution needs every I/O address."""
+    target = T.TensorRTTarget(min_batch=2, opt_batch=2, max_batch=4, cache_root=tmp_path)
+    target.build(tiny_onnx, "fp32", None, tmp_path / "a")
+    x = _images(5)
+    with target.load(tmp_path / "a") as runner:
+        # 5 = 4 + a tail of 1, below the min batch of 2: padded, and the padding dropped
+        np.testing.assert_allclose(runner.infer(x), run_ort(onnx.load(tiny_onnx), x), atol=1e-4)
+        ctx = runner._context
+        assert not ctx.set_input_shape(T.INPUT, (5, 3, 16, 16))
+        assert ctx.set_input_shape(T.INPUT, (2, 3, 16, 16))
+        del ctx.addresses["logits"]
+        with pytest.raises(RuntimeError, match="execution failed"):
+            runner._infer_chunk(x[:2])
+
+
+def test_int8_from_a_plain_onnx_with_the_trt_extra(standin, tiny_onnx, tmp_path):
+    """nncf (in the trt extra) quantizes the plain ONNX; the Q/DQ engine agrees with ORT on the Q/DQ model."""
+    from wae_deploy import onnx_meta
+    from wae_deploy.data import ImageSet
+    from wae_deploy.preprocess import Preprocessing
+
+    model = onnx.load(tiny_onnx)      # a wae-deploy export carries its preprocessing, which NNCF calibrates with
+    spec = Preprocessing(resize=16, crop=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    onnx_meta.write(model, onnx_meta.ModelInfo(
+        arch="tiny", classes=[str(i) for i in range(10)], preprocessing=spec, config={}, checkpoint_sha256="0" * 64,
+        version="0", extra={}))
+    exported = tmp_path / "tiny.onnx"
+    onnx.save(model, exported)
+    calib = ImageSet((np.random.default_rng(1).integers(0, 256, (16, 16, 16, 3))).astype(np.uint8),
+                     np.zeros(16, np.int64), [str(i) for i in range(10)])
+    target = T.TensorRTTarget(cache_root=tmp_path)
+    target.build(exported, "int8", calib, tmp_path / "a")
+    x = _images(12)
+    with target.load(tmp_path / "a") as runner:
+        got = runner.infer(x)
+    ref = run_ort(onnx.load(tiny_onnx), x)
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 1e-2
+
+
+def test_corrupt_timing_cache_is_ignored_with_a_warning_and_rebuilt(standin, tiny_onnx, tmp_path):
+    target = T.TensorRTTarget(cache_root=tmp_path)
+    target.build(tiny_onnx, "fp32", None, tmp_path / "a")
+    (timing,) = tmp_path.glob("timing-*.cache")
+    timing.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="corrupt TensorRT timing cache"):
+        target.build(tiny_onnx, "fp16", None, tmp_path / "b")
+    assert timing.read_bytes().startswith(TIMING_MAGIC)
+
+
+def test_build_runs_on_the_selected_gpu(monkeypatch, tiny_onnx, tmp_path):
+    gpus = (("NVIDIA A100", (8, 0), 108), ("NVIDIA H100", (9, 0), 132))
+    trt, cuda, memory = install(monkeypatch, "10.3.0", gpus=gpus)
+    seen = []
+    real = trt.Builder.build_serialized_network
+
+    def spy(self, network, config):
+        seen.append(memory.contexts[-1].device.number)
+        return real(self, network, config)
+
+    monkeypatch.setattr(trt.Builder, "build_serialized_network", spy)
+    details = T.TensorRTTarget(device=1, cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a").manifest[
+        "details"]
+    assert seen == [1] and details["gpu"] == "NVIDIA H100" and details["sm_count"] == 132
+
+
+def test_engine_for_another_sm_count_is_refused_before_the_gpu(monkeypatch, tiny_onnx, tmp_path):
+    install(monkeypatch, "10.3.0")
+    T.TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a")
+    install(monkeypatch, "10.3.0", gpus=(("NVIDIA Jetson AGX Orin", (8, 7), 8),))   # a smaller Orin module
+    with pytest.raises(UserError, match="16 SMs.*8 SMs"):
+        T.TensorRTTarget().load(tmp_path / "a")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_bench_trt_end_to_end(monkeypatch, tmp_path, fast_load_split, version):
+    install(monkeypatch, version)
+    monkeypatch.setenv("WAE_CACHE", str(tmp_path / "cache"))
+    args = ["bench", "--target", "trt", "--models", "models/wae-resnet20.pt,models/resnet20.pt",
+            "--precision", "fp32", "--batch", "1,8,100", "--eval-size", "100", "--min-time", "0.05",
+            "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "r.json")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    entries = json.loads((tmp_path / "r.json").read_text())["entries"]
+    assert {(e["arch"], e["batch"]) for e in entries} == {(a, b) for a in ("wae-resnet20", "resnet20")
+                                                          for b in (1, 8, 100)}
+    assert all(e["target"] == "trt" and e["accuracy"]["n"] == 100 and e["accuracy"]["top1"] > 50 for e in entries)
+
+
+def test_evaluate_runner_feeds_batches_of_100(standin, tiny_onnx, tmp_path):
+    from wae_deploy.data import ImageSet
+    from wae_deploy.preprocess import Preprocessing
+
+    target = T.TensorRTTarget(cache_root=tmp_path)
+    target.build(tiny_onnx, "fp32", None, tmp_path / "a")
+    data = ImageSet(np.random.default_rng(2).integers(0, 256, (150, 16, 16, 3)).astype(np.uint8),
+                    np.zeros(150, np.int64), [str(i) for i in range(10)])
+    spec = Preprocessing(resize=16, crop=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    with target.load(tmp_path / "a") as runner:
+        got = evaluate_runner(runner, data, spec)
+    assert got["n"] == 150
