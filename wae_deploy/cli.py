@@ -84,7 +84,15 @@ def main():
               help="Start the WAE from a Haar split, or from random weights.")
 @click.option("--gamma", default=1e-3, show_default=True, help="Weight of the WAE loss in joint training.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast [default: on where the CPU has AVX512-BF16].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA where present, else the CPU.")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
+              help="Mixed precision. auto: bf16 on a CPU with AVX512-BF16 or a GPU that has it, else fp16 "
+              "with loss scaling on CUDA, else FP32.")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Train with DDP on N local processes (through torch.distributed.run; or launch "
+              "'torchrun ... -m wae_deploy train' yourself).")
+@click.option("--sync-bn", is_flag=True, help="Distributed: BatchNorm statistics over the global batch.")
 @click.option("--threads", type=int, help="Torch threads [default: all cores].")
 @click.option("--wae-lr", default=3e-3, show_default=True, help="Adam learning rate of stage 1 (the WAE alone).")
 @click.option("--eval-every", default=1, show_default=True, type=click.IntRange(1),
@@ -93,17 +101,22 @@ def main():
 @click.option("--limit-batches", type=int, hidden=True)
 @click.option("--limit-eval", type=int, hidden=True)
 @click.option("--resume", is_flag=True, help="Continue from <out>.train-state.pt.")
-def train(arch, data, out, threads, **kw):
+def train(arch, data, out, threads, nproc, **kw):
     """Train a WAE model (three stages) or a baseline; writes a checkpoint and a model card."""
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from . import modelcard
+    from . import distributed, modelcard
     from .models import parse_arch
     from .train import TrainConfig
     from .train import train as run
 
     parse_arch(arch)
+    if nproc != 1 and "WORLD_SIZE" not in os.environ:
+        # Checked here, before N processes start, so a bad request is one line, not N.
+        distributed.check_nproc(nproc, distributed.resolve_device(kw["device"]))
+        distributed.launch(nproc, _without_nproc(sys.argv[1:]))
+        return
     if threads:
         torch.set_num_threads(threads)
     out = out or f"{arch}.pt"
@@ -111,9 +124,24 @@ def train(arch, data, out, threads, **kw):
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   transient=True, disable=not sys.stderr.isatty()) as progress:
         ckpt = run(cfg, log=progress.console.print if sys.stderr.isatty() else click.echo, progress=progress)
+    if ckpt is None:  # a rank other than 0: rank 0 writes the files
+        return
     command = "wae-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     card = modelcard.write(ckpt, out, command)
     click.echo(f"wrote {out} and {card}")
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The command line for every rank: this one less --nproc (each rank is one process)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 @main.command()

@@ -168,7 +168,7 @@ def decomposition_stats(image, low, high, recon, std) -> dict:
     spec's pixel scale), so the PSNR is the familiar one on 8-bit images scaled to [0, 1].
     """
     e_low, e_high = low.double().pow(2).sum(), high.double().pow(2).sum()
-    std = torch.as_tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float64, device=image.device).view(1, -1, 1, 1)
     mse = ((image.double() - recon.double()) * std).pow(2).mean()
     return {"high_energy_share": float(e_high / (e_low + e_high)),
             "psnr_db": float(10 * torch.log10(1 / mse.clamp_min(1e-12)))}

@@ -1,0 +1,5 @@
+"""`python -m wae_deploy` (what torchrun's -m runs on every rank) is the wae-deploy command line."""
+
+from .cli import main
+
+main()
