@@ -78,7 +78,8 @@ models/wae-vgg16-imagenette-noenergy.pt: | $(STAMP)
 
 # The recorded suites (quiet machine, about 40 minutes): rewrites benchmarks/cpu-*.json and *.md.
 bench: $(STAMP)
-	$(BIN)/wae-deploy bench --suite imagenette --target ort --target openvino --batch 1,8 --workdir build/bench-imagenette \
+	$(BIN)/wae-deploy bench --suite imagenette --target ort --target openvino --precision fp32,int8 --batch 1,8 \
+	  --min-time 2 --workdir build/bench-imagenette \
 	  --out benchmarks/cpu-imagenette.json --markdown benchmarks/cpu-imagenette.md --plot benchmarks/cpu-imagenette.png
 	$(BIN)/wae-deploy bench --suite cifar10 --target ort --target openvino --batch 1,8,64 --workdir build/bench \
 	  --out benchmarks/cpu-cifar10.json --markdown benchmarks/cpu-cifar10.md --plot benchmarks/cpu-cifar10.png
