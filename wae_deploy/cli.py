@@ -98,6 +98,9 @@ def main():
 @click.option("--eval-every", default=1, show_default=True, type=click.IntRange(1),
               help="Score the test split every N epochs (and at the end of each stage).")
 @click.option("--half-weights", is_flag=True, help="Store the weights in FP16 (half the file; loaded as FP32).")
+@click.option("--teacher", type=click.Path(), help="Distil from this checkpoint's logits (same classes and input).")
+@click.option("--kd-weight", default=1.0, show_default=True, help="Weight of the distillation loss.")
+@click.option("--kd-temp", default=4.0, show_default=True, help="Softmax temperature of the distillation loss.")
 @click.option("--limit-batches", type=int, hidden=True)
 @click.option("--limit-eval", type=int, hidden=True)
 @click.option("--resume", is_flag=True, help="Continue from <out>.train-state.pt.")

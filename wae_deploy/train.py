@@ -5,6 +5,10 @@
     stage "classifier" the classifier, high-frequency branch and fusion on the frozen split
     stage "joint"      everything, on L = L_c + gamma * L_t (encoder/decoder at 0.1x LR)
 
+With a teacher (an already trained checkpoint of the same classes and input), the classifier and
+joint stages add kd_weight * T^2 * KL(teacher || student) on the deployed logits at temperature T
+(Hinton et al. 2015): the full-resolution baseline, trained anyway, teaches the split model.
+
 Baselines (plain, resized, dwt) run the "classifier" stage only. Each epoch writes the
 checkpoint and a resumable training state; the same seed gives the same numbers.
 
@@ -64,6 +68,9 @@ class TrainConfig:
     limit_eval: int | None = None     # cap evaluation images (smoke tests)
     eval_every: int = 1           # score the test split every N epochs (and at each stage's end)
     half_weights: bool = False    # store the checkpoint's weights in FP16 (loaded back as FP32)
+    teacher: str | None = None    # a checkpoint whose logits the classifier stages also learn (distillation)
+    kd_weight: float = 1.0        # weight of the distillation term
+    kd_temp: float = 4.0          # softmax temperature of the distillation term
     resume: bool = False
 
 
@@ -188,8 +195,24 @@ def _optimizer(model, stage: str, cfg: TrainConfig, steps: int):
     return opt, sched
 
 
-def _loss(model, stage: str, x, y, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+def distillation(student: torch.Tensor, teacher: torch.Tensor, temp: float) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), batch mean: the T^2 keeps the
+    gradient's scale independent of T."""
+    return F.kl_div(F.log_softmax(student.float() / temp, 1), F.log_softmax(teacher.float() / temp, 1),
+                    reduction="batchmean", log_target=True) * temp * temp
+
+
+def _loss(model, stage: str, x, y, cfg: TrainConfig, teacher=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Returns (loss, logits or None)."""
+    loss, logits = _task_loss(model, stage, x, y, cfg)
+    if teacher is not None and logits is not None:
+        with torch.no_grad():
+            target = teacher(x)
+        loss = loss + cfg.kd_weight * distillation(logits, target, cfg.kd_temp)
+    return loss, logits
+
+
+def _task_loss(model, stage: str, x, y, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
     if not isinstance(model, Decomposed):
         logits = model(x)
         return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), logits
@@ -215,12 +238,13 @@ class _StageLoss(torch.nn.Module):
     """A stage's loss as a module's forward: DDP prepares its gradient all-reduce in forward, and
     the stages call the model's parts (decompose, heads, decoder), not its forward."""
 
-    def __init__(self, model: torch.nn.Module, stage: str, cfg: TrainConfig):
+    def __init__(self, model: torch.nn.Module, stage: str, cfg: TrainConfig, teacher=None):
         super().__init__()
         self.model, self.stage, self.cfg = model, stage, cfg
+        self._teacher = [teacher]  # in a list: not a submodule, so DDP neither syncs nor checks it
 
     def forward(self, x, y):
-        return _loss(self.model, self.stage, x, y, self.cfg)
+        return _loss(self.model, self.stage, x, y, self.cfg, self._teacher[0])
 
 
 def _train_only(model, stage: str, lr: float) -> None:
@@ -287,6 +311,7 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
     if cfg.sync_bn and ctx.world > 1:
         model = distributed.sync_batchnorm(model, ctx)
     model = model.to(dev, memory_format=torch.channels_last)  # ~1.2x faster convolutions on this CPU
+    teacher = _teacher(cfg, spec, train_set.classes, dev)
     plan = stages(cfg)
     norm = Normalizer(spec)
     images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous()
@@ -310,7 +335,8 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
         except Exception as e:  # noqa: BLE001 - any unreadable state is one clean error
             raise UserError(f"--resume: unreadable training state {state_file}") from e
         saved = state["config"]
-        for key in ("arch", "epochs", "wae_epochs", "joint_epochs", "seed", "batch_size", "lr", "wae_init"):
+        for key in ("arch", "epochs", "wae_epochs", "joint_epochs", "seed", "batch_size", "lr", "wae_init",
+                    "teacher", "kd_weight", "kd_temp"):
             if saved.get(key) != getattr(cfg, key):
                 raise UserError(f"--resume: {key} was {saved.get(key)!r}, now {getattr(cfg, key)!r}")
         model.load_state_dict(state["model"])
@@ -326,7 +352,7 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
         stage, n_epochs = plan[si]
         opt, sched = _optimizer(model, stage, cfg, n_epochs * steps_per_epoch)
         _train_only(model, stage, cfg.lr)
-        step_loss = distributed.wrap(_StageLoss(model, stage, cfg), ctx)
+        step_loss = distributed.wrap(_StageLoss(model, stage, cfg, teacher), ctx)
         first = start_epoch if si == start_stage else 0
         if state is not None and si == start_stage and first > 0:
             opt.load_state_dict(state["optimizer"])
@@ -402,6 +428,24 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
         raise UserError("nothing to train: every stage has zero epochs")
     state_file.unlink(missing_ok=True)
     return checkpoint.load(cfg.out)
+
+
+def _teacher(cfg: TrainConfig, spec: Preprocessing, classes: list[str], dev) -> torch.nn.Module | None:
+    """The distillation teacher, frozen in eval mode; it must read the student's input as it is."""
+    if cfg.teacher is None:
+        return None
+    if cfg.kd_temp <= 0 or cfg.kd_weight < 0:
+        raise UserError("--kd-temp must be above 0 and --kd-weight at least 0")
+    ck = checkpoint.load(cfg.teacher)
+    if ck.preprocessing != spec:
+        raise UserError(f"--teacher {cfg.teacher}: its preprocessing differs from {cfg.arch}'s "
+                        f"({ck.preprocessing} against {spec})")
+    if list(ck.classes) != list(classes):
+        raise UserError(f"--teacher {cfg.teacher}: its {len(ck.classes)} classes are not the training data's")
+    model = ck.build_model().to(dev, memory_format=torch.channels_last).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def _format_row(row: dict) -> str:
