@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from wae_deploy import checkpoint
 from wae_deploy.cli import main
 from wae_deploy.errors import UserError
 from wae_deploy.models import create_model, list_archs
-from wae_deploy.train import TrainConfig, augment, stages, train
+from wae_deploy.train import TrainConfig, augment, distillation, stages, train
 
 # Small enough for seconds on one thread, big enough to learn something.
 CONFIGS = {
@@ -195,3 +196,36 @@ def test_cli_unknown_arch_in_a_real_process(tmp_path):
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: unknown architecture 'nope'")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_distillation_term_by_hand():
+    # Teacher p = (1/4, 3/4) (logits 0, ln 3), student q = (1/2, 1/2) at T = 1:
+    # KL(p || q) = 1/4 ln(1/2) + 3/4 ln(3/2) = 0.130812...; at T = 2 the logits halve and T^2 = 4 scales it.
+    teacher = torch.tensor([[0.0, 1.0986122886681098]])
+    student = torch.zeros(1, 2)
+    assert distillation(student, teacher, 1.0).item() == pytest.approx(0.1308120, abs=1e-6)
+    # T = 2: p = softmax(0, ln 3 / 2) = (1 / (1 + sqrt 3), sqrt 3 / (1 + sqrt 3)) = (0.366025, 0.633975)
+    p = (0.3660254, 0.6339746)
+    by_hand = 4 * (p[0] * math.log(p[0] / 0.5) + p[1] * math.log(p[1] / 0.5))
+    assert distillation(student, teacher, 2.0).item() == pytest.approx(by_hand, abs=1e-5)
+    assert distillation(teacher, teacher, 4.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.slow
+def test_teacher_changes_the_run_only_through_its_term(straight, tmp_path):
+    """kd_weight 0 gives the teacher-less run bit for bit; weight 1 moves the student toward the teacher."""
+    plain = straight("resnet20")[0]
+    teacher = str(Path(__file__).resolve().parent.parent / "models/resnet20.pt")
+    zero = train(_config("resnet20", tmp_path / "zero.pt", teacher=teacher, kd_weight=0.0), log=lambda _: None)
+    assert_same_run(zero, plain)
+    taught = train(_config("resnet20", tmp_path / "kd.pt", teacher=teacher), log=lambda _: None)
+    assert taught.provenance["train_config"]["teacher"] == teacher
+    assert taught.metrics["history"][0]["train_loss"] > plain.metrics["history"][0]["train_loss"]
+
+
+def test_teacher_with_other_preprocessing_is_refused(fast_load_split, tmp_path):
+    teacher = str(Path(__file__).resolve().parent.parent / "models/vgg16-imagenette.pt")
+    with pytest.raises(UserError, match="preprocessing differs") as e:
+        train(_config("resnet20", tmp_path / "x.pt", teacher=teacher), log=lambda _: None)
+    assert e.value.exit_code == 2
+    assert not (tmp_path / "x.pt").exists()
