@@ -53,9 +53,17 @@ def rows_of(net: str) -> list[tuple[str, str, str]]:
     ]
 
 
+# Other recipes for the same WAE, each its own row where its checkpoint exists (not the paper's rows).
+RECIPE_ROWS = [
+    ("WAE, random start (`--wae-init random`)", "wae-{net}-random", "sum"),
+    ("WAE, distilled from the baseline (`--teacher`)", "wae-{net}-kd", "sum"),
+]
+
+
 def measure(folder: Path, net: str) -> list[dict]:
     rows, cache = [], {}
-    for label, stem, score in rows_of(net):
+    recipes = [(label, stem.format(net=net), score) for label, stem, score in RECIPE_ROWS]
+    for label, stem, score in rows_of(net) + [r for r in recipes if (folder / f"{r[1]}.pt").is_file()]:
         path = folder / f"{stem}.pt"
         if not path.is_file():
             rows.append({"label": label, "stem": stem, "missing": True})
