@@ -15,7 +15,7 @@ from trt_standin import TIMING_MAGIC, install
 from wae_deploy.cli import main
 from wae_deploy.errors import UserError
 from wae_deploy.metrics import evaluate_runner
-from wae_deploy.targets import tensorrt as T
+from wae_deploy.targets import trt as T
 
 VERSIONS = ["10.3.0", "11.1.0"]
 

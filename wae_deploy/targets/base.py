@@ -41,6 +41,8 @@ class Runner(ABC):
 class Target(ABC):
     name: str
     precisions: tuple[str, ...]
+    runtime: str             # the package it runs on: doctor checks it where the target itself cannot answer
+    install: str             # the command that installs that package
     # Whether build() takes accuracy_control=(held_out, max_drop_points): NNCF's per-layer
     # search, which keeps the layers that cost most accuracy in float.
     accuracy_control: bool = False

@@ -77,6 +77,8 @@ class OpenVINORunner(Runner):
 class OpenVINOTarget(Target):
     name = "openvino"
     precisions = ("fp32", "bf16", "fp16", "int8")
+    runtime = "openvino"
+    install = "pip install 'wae-deploy[openvino]'"
     accuracy_control = True
 
     def available(self) -> tuple[bool, str]:
