@@ -17,9 +17,9 @@ import numpy as np
 
 from .. import artifact, atomic, onnx_meta
 from ..artifact import Artifact
-from ..cpu import cpu_has
 from ..data import ImageSet
 from ..errors import UserError
+from ..machine import cpu_has
 from .base import Runner, Target
 
 XML = "model.xml"
@@ -83,7 +83,7 @@ class OpenVINOTarget(Target):
 
     def available(self) -> tuple[bool, str]:
         v = _version()
-        return (True, v) if v else (False, "openvino is not installed (pip install 'wae-deploy[openvino]')")
+        return (True, v) if v else (False, f"openvino is not installed ({self.install})")
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None,
