@@ -47,6 +47,15 @@ class Target(ABC):
     # search, which keeps the layers that cost most accuracy in float.
     accuracy_control: bool = False
 
+    @classmethod
+    def for_batches(cls, batches) -> Target:
+        """The target set up for timing these batch sizes; only engines tuned per batch (TensorRT) care."""
+        return cls()
+
+    def same_build(self, manifest: dict) -> bool:
+        """Whether an artifact with this manifest is what build() would make now, beyond its source and runtime."""
+        return True
+
     @abstractmethod
     def available(self) -> tuple[bool, str]:
         """(True, version) when this machine can build and run the target, else (False, reason)."""

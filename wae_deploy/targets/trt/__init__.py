@@ -57,6 +57,11 @@ class TensorRTTarget(Target):
         """A target whose engines carry one profile tuned for each batch, taking any batch up to max(32, batches)."""
         return cls(min_batch=1, opt_batch=tuple(batches), max_batch=max(32, *batches), **kwargs)
 
+    def same_build(self, manifest: dict) -> bool:
+        """Same profiles' batches (min, opt, max): an engine tuned for other batches is rebuilt."""
+        built = [[shape[0] for shape in p[INPUT]] for p in manifest.get("details", {}).get("profiles") or []]
+        return built == [[self.min_batch, opt, self.max_batch] for opt in self.opt_batches]
+
     def available(self) -> tuple[bool, str]:
         try:
             trt, cuda = import_runtime()
