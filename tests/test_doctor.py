@@ -262,7 +262,8 @@ def test_jetpack_package_decides_the_minor_release(tmp_path):
     assert (old["jetpack"], new["jetpack"]) == ("7.1", "7.2.2")
     assert "needs JetPack 7.2.2 or later" in trt_pairing(old["jetpack"], "11.4.1")
     assert trt_pairing(new["jetpack"], "11.4.1") is None
-    assert machine.jetson(_jetson_root(tmp_path / "c", "38.2.0", PINNED_MAXN))["jetpack"] == "7"
+    assert machine.jetson(_jetson_root(tmp_path / "c", "38.2.0", PINNED_MAXN))["jetpack"] == "7.0"   # L4T alone
+    assert machine.jetson(_jetson_root(tmp_path / "d", "39.2.0", PINNED_MAXN))["jetpack"] == "7"     # minor unknown
 
 
 def test_capped_power_mode_with_jetson_clocks_reads_on(tmp_path):

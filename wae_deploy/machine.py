@@ -61,7 +61,7 @@ def run_tool(cmd: list[str], timeout: float = 5.0) -> str | None:
 
 
 def version_tuple(v: str | None) -> tuple[int, ...]:
-    """'10.3.0.30' -> (10, 3, 0); '6.2+b77' -> (6, 2, 77) is avoided by the callers cutting at '+'."""
+    """'10.3.0.30' -> (10, 3, 0); 'R36.4.3' -> (36, 4, 3); () when there is no number."""
     return tuple(int(x) for x in re.findall(r"\d+", v or "")[:3])
 
 
@@ -177,9 +177,10 @@ def parse_dpkg_version(status: str, package: str) -> str | None:
 
 
 # Jetson Linux (L4T) release -> JetPack, for boards without the nvidia-jetpack package; first match wins.
-# (R36.3 is JetPack 6.0, R36.4 is 6.1, R36.4.3 and later 6.2; JetPack 7 is Jetson Linux 38.)
-L4T_JETPACK = (((38,), "7"), ((36, 4, 3), "6.2"), ((36, 4), "6.1"), ((36,), "6.0"), ((35,), "5.1"), ((34,), "5.0"),
-               ((32,), "4"))
+# R36.3 is JetPack 6.0, R36.4 is 6.1, R36.4.3 and later 6.2; R38.2 is 7.0, R38.4 is 7.1 (NVIDIA's JetPack
+# archive pages); later 7.x releases are told apart by the nvidia-jetpack package only.
+L4T_JETPACK = (((39,), "7"), ((38, 5), "7"), ((38, 4), "7.1"), ((38, 2), "7.0"), ((38,), "7"), ((36, 4, 3), "6.2"),
+               ((36, 4), "6.1"), ((36,), "6.0"), ((35,), "5.1"), ((34,), "5.0"), ((32,), "4"))
 
 
 def jetpack_of(l4t: str | None, jetpack_package: str | None = None) -> str | None:
