@@ -191,7 +191,7 @@ def test_manifest_says_what_runs_in_which_precision(standin, tiny_onnx, tmp_path
     assert executed[precision]["Conv"] == 2, executed          # the tiny net's two convolutions
     if precision != "int8":
         assert set(executed) == {precision}
-    assert not standin[2].contexts and not standin[2].blocks   # the readback's runner is closed
+    assert not standin[2].contexts and not standin[2].blocks   # the readback left no context or memory behind
 
 
 def test_layer_datatypes_from_the_inspector_format_strings():

@@ -30,6 +30,7 @@ from ..base import Runner, Target
 from .build import build_options, build_serialized, profile_shapes, profiles
 from .cache import EngineCache, cc_str, check_engine_identity, engine_cache_key, read_engine, write_engine
 from .cuda import INSTALL_HINT, gpu_identity, import_runtime, on_device
+from .layers import executed_precisions
 from .onnx_passes import INPUT, check_qdq_for_tensorrt, onnx_input_hw, signed_qdq, to_fp16
 from .runner import TensorRTRunner
 
@@ -129,8 +130,15 @@ class TensorRTTarget(Target):
 
     def _read_executed(self, trt, cuda, plan: bytes) -> dict:
         """The manifest's "executed": the layers' precisions as the built engine reports them."""
-        with TensorRTRunner(trt, cuda, plan, self.device) as runner:
-            return runner.executed()
+        with on_device(cuda, self.device):
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            engine = runtime.deserialize_cuda_engine(plan)
+            if engine is None:
+                raise UserError("TensorRT could not deserialize the engine it built (its log above says why)")
+            try:
+                return executed_precisions(trt, engine)
+            finally:
+                del engine, runtime      # released while the context is still current
 
     def load(self, path: Path, threads: int | None = None) -> Runner:
         # threads: CPU targets use it; a GPU engine has nothing to set.

@@ -20,14 +20,12 @@ def datatype(format_datatype: str) -> str | None:
     return next((name for key, name in _TYPES if key in text), None)
 
 
-def executed_precisions(trt, engine, context=None) -> dict:
+def executed_precisions(trt, engine) -> dict:
     """{precision: {layer type: count}}, by the data type of each layer's first input.
 
     TensorRT 10+ reports layers once, not per profile, so the first num_layers / profiles are read.
     """
     inspector = engine.create_engine_inspector()
-    if context is not None:
-        inspector.execution_context = context
     counts: dict[str, Counter] = {}
     for index in range(engine.num_layers // max(1, engine.num_optimization_profiles)):
         info = inspector.get_layer_information(index, trt.LayerInformationFormat.JSON)

@@ -12,7 +12,6 @@ import numpy as np
 
 from ...errors import UserError
 from ..base import Runner
-from .layers import executed_precisions
 from .onnx_passes import INPUT
 
 
@@ -20,7 +19,7 @@ class TensorRTRunner(Runner):
     """Device buffers sized for the largest profile's max batch, allocated once; freed on close()."""
 
     def __init__(self, trt, cuda, plan: bytes, device: int):
-        self._trt, self._cuda, self._buffers, self._engine = trt, cuda, {}, None
+        self._cuda, self._buffers, self._engine = cuda, {}, None
         # The primary context is the one the CUDA runtime inside TensorRT uses: share it, don't make another.
         self._ctx = cuda.Device(device).retain_primary_context()
         try:
@@ -81,11 +80,6 @@ class TensorRTRunner(Runner):
         """The profile tuned for a batch of n (opt == n), else the one with the nearest opt that takes n."""
         fits = [i for i, (lo, _, hi) in enumerate(self._profiles) if lo <= n <= hi]
         return min(fits, key=lambda i: (abs(self._profiles[i][1] - n), i))
-
-    def executed(self) -> dict:
-        """{precision: {layer type: count}}: what the engine really runs, from TensorRT's inspector."""
-        with self._active():
-            return executed_precisions(self._trt, self._engine, self._context)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Any batch size: served in chunks the profiles take (bench's accuracy step feeds 100 at once)."""
