@@ -30,7 +30,6 @@ TARGET_PACKAGES = {"ort": ("onnxruntime", "nncf"), "openvino": ("openvino", "nnc
                    "trt": ("tensorrt",), "torch": ("torch",)}
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-package_version = machine.package_version
 
 
 def core_counts() -> dict[str, int | None]:
@@ -95,7 +94,7 @@ def fingerprint(threads: int | None = None) -> dict:
     jetson = machine.jetson()
     return {"cpu": _cpu(), "threads": _threads(threads), "os": _os(),
             "python": platform.python_version(),
-            "packages": {name: package_version(name) for name in machine.DISTRIBUTIONS},
+            "packages": {name: machine.package_version(name) for name in machine.DISTRIBUTIONS},
             "gpu": _gpu(jetson), "jetson": jetson}
 
 
