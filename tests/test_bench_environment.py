@@ -3,6 +3,7 @@
 import json
 import sys
 
+from wae_deploy import machine
 from wae_deploy.bench import environment as E
 
 TEGRA_ORIN = ("11-25-2024 10:00:00 RAM 2874/62841MB (lfb 13758x4MB) SWAP 0/31421MB (cached 0MB) "
@@ -62,16 +63,16 @@ def test_compare_fingerprints():
 
 
 def test_nvpmodel_and_jetson_clocks_parsers():
-    assert E.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"name": "MAXN", "id": 0}
-    assert E.parse_nvpmodel("garbage") == {"name": None, "id": None}
+    assert machine.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"name": "MAXN", "id": 0}
+    assert machine.parse_nvpmodel("garbage") == {"name": None, "id": None}
     show = ("SOC family:tegra234  Machine:NVIDIA Jetson AGX Orin\nOnline CPUs: 0-11\n"
             "cpu0: Online=1 Governor=schedutil MinFreq={c} MaxFreq=2201600 CurrentFreq=2201600 IdleStates: WFI=1\n"
             "cpu8: Online=0 Governor=schedutil MinFreq=729600 MaxFreq=2201600 CurrentFreq=729600\n"
             "GPU MinFreq={g} MaxFreq=1300500000 CurrentFreq=1300500000\n"
             "EMC MinFreq=204000000 MaxFreq=3199000000 CurrentFreq=3199000000 FreqOverride=1\n")
-    assert E.parse_jetson_clocks(show.format(c=2201600, g=1300500000)) is True
-    assert E.parse_jetson_clocks(show.format(c=729600, g=1300500000)) is False
-    assert E.parse_jetson_clocks("nothing here") is None
+    assert machine.parse_jetson_clocks(show.format(c=2201600, g=1300500000)) is True
+    assert machine.parse_jetson_clocks(show.format(c=729600, g=1300500000)) is False
+    assert machine.parse_jetson_clocks("nothing here") is None
 
 
 def test_tegrastats_parse_and_summary():

@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wae_deploy import doctor
+from wae_deploy import doctor, machine, targets
 from wae_deploy.cli import main
 from wae_deploy.doctor import (
     TargetState,
-    clocks_from_show,
     cpu_info,
     diagnose,
     gpu_info,
-    jetson_info,
     precision_row,
     target_state,
     trt_pairing,
@@ -112,7 +110,7 @@ def test_broken_target_module_never_crashes(monkeypatch, error):
         assert not ort.ok and "boom" in ort.reason
     else:  # the module is missing: the runtime package is checked instead
         assert ort.ok and ort.checked == "package" and ort.version
-    assert len(rep.rows) >= len(doctor.TARGETS)
+    assert len(rep.rows) >= len(targets.NAMES)
 
 
 def test_broken_available_never_crashes(monkeypatch):
@@ -197,43 +195,128 @@ def test_trt_without_gpu_cannot_work_here():
 
 
 @pytest.mark.parametrize("jetpack, trt, ok", [
-    (6, "10.3.0.30", True), (6, "10.7.0", False), (7, "10.13.3", True), (7, "11.0.0", True),
-    (7, "10.3.0", False), (5, "8.5.2", False), (None, "10.7.0", True), (6, None, True),
+    ("6.2", "10.3.0.30", True), ("6.1", "10.3.0", True), ("6.2", "10.7.0", False),
+    ("6.0", "8.6.2", False), ("6.0", "10.3.0", False),       # JetPack 6.0 ships TensorRT 8.6, below 10.3
+    ("7.0", "10.13.3", True), ("7.0", "10.3.0", False),
+    ("7.1", "11.4.1", False), ("7.2.2", "11.4.1", True), ("7.3", "11.4.1", True),   # TensorRT 11: JetPack 7.2.2+
+    ("7", "11.4.1", True),                                  # JetPack 7 from the L4T release alone: cannot tell
+    ("5.1", "8.5.2", False), (None, "10.7.0", True), ("6.2", None, True),
 ])
 def test_trt_jetpack_pairing(jetpack, trt, ok):
     problem = trt_pairing(jetpack, trt)
-    assert (problem is None) == ok
+    assert (problem is None) == ok, problem
     if not ok:
         assert "JetPack" in problem and "TensorRT" in problem
 
 
+def _jetson_root(root: Path, release: str, cpus: dict, dpkg: str = "") -> Path:
+    """A recorded Jetson: nv_tegra_release, board, nvpmodel state, and per-CPU cpufreq files."""
+    _write(root, "etc/nv_tegra_release", f"# R{release.split('.')[0]} (release), REVISION: "
+                                         f"{release.split('.', 1)[1]}, GCID: 38968081, BOARD: generic, EABI: aarch64\n")
+    _write(root, "proc/device-tree/model", "NVIDIA Jetson AGX Orin Developer Kit\x00")
+    _write(root, "var/lib/nvpmodel/status", "pmode:0002 fmode:fanNull\n")
+    if dpkg:
+        _write(root, "var/lib/dpkg/status", dpkg)
+    for cpu, (lo, hi, hw_max) in cpus.items():
+        for name, value in (("scaling_min_freq", lo), ("scaling_max_freq", hi), ("cpuinfo_max_freq", hw_max)):
+            _write(root, f"sys/devices/system/cpu/cpu{cpu}/cpufreq/{name}", f"{value}\n")
+    return root
+
+
+PINNED_MAXN = {0: (2201600, 2201600, 2201600), 1: (2201600, 2201600, 2201600)}
+
+
 def test_jetson(tmp_path):
-    _write(tmp_path, "etc/nv_tegra_release",
-           "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8\n")
-    _write(tmp_path, "proc/device-tree/model", "NVIDIA Jetson AGX Orin Developer Kit\x00")
-    _write(tmp_path, "var/lib/nvpmodel/status", "pmode:0000 fmode:fanNull\n")
-    for cpu in range(2):
-        _write(tmp_path, f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_min_freq", "2201600\n")
-        _write(tmp_path, f"sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq", "2201600\n")
-    j = jetson_info(tmp_path)
-    assert j["jetpack"] == 6 and j["l4t"] == "R36.4.3" and j["board"] == "NVIDIA Jetson AGX Orin Developer Kit"
-    assert j["power_mode"] == "id 0" and j["jetson_clocks"] == "on"
+    root = _jetson_root(tmp_path, "36.4.3", PINNED_MAXN)
+    j = machine.jetson(root)
+    assert j["jetpack"] == "6.2" and j["l4t"] == "R36.4.3" and j["model"] == "NVIDIA Jetson AGX Orin Developer Kit"
+    assert j["power_mode_id"] == 2 and j["jetson_clocks"] is True
     _write(tmp_path, "sys/devices/system/cpu/cpu1/cpufreq/scaling_min_freq", "729600\n")
-    assert jetson_info(tmp_path)["jetson_clocks"] == "off"
-    g = gpu_info(tmp_path, j)
+    assert machine.jetson(root)["jetson_clocks"] is False
+    g = gpu_info(root, j)
     assert g["present"] and g["integrated"]
     # TensorRT not installed on a Jetson: JetPack's packages, not pip
     t = target_state("trt", g, j)
     if not t.ok and "not installed" in t.reason:
-        assert "JetPack 6 (TensorRT 10.3)" in t.fix and "apt" in t.fix
-    j_on = dict(j, jetson_clocks="on")
-    lines = doctor.header_lines(doctor.Report([], {}, cpu_info(tmp_path), g, j_on))
-    assert any("JetPack 6 (TensorRT 10.3)" in ln and "power mode id 0" in ln and "jetson_clocks on" in ln
+        assert "JetPack 6.2 (TensorRT 10.3)" in t.fix and "apt" in t.fix
+    lines = doctor.header_lines(doctor.Report([], {}, cpu_info(root), g, dict(j, jetson_clocks=True)))
+    assert any("JetPack 6.2 (TensorRT 10.3)" in ln and "power mode id 2" in ln and "jetson_clocks on" in ln
                for ln in lines)
 
 
-def test_clocks_from_show():
+def test_jetpack_60_pairs_tensorrt_86(tmp_path):
+    j = machine.jetson(_jetson_root(tmp_path, "36.3.0", PINNED_MAXN))
+    assert j["jetpack"] == "6.0" and machine.jetpack_trt(j["jetpack"]) == "8.6"
+    problem = trt_pairing(j["jetpack"], "10.3.0")
+    assert "JetPack 6.0 ships TensorRT 8.6" in problem and "6.1 or later" in problem
+    lines = doctor.header_lines(doctor.Report([], {}, cpu_info(tmp_path), gpu_info(tmp_path, j), j))
+    assert any("JetPack 6.0 (TensorRT 8.6)" in ln for ln in lines)
+
+
+def test_jetpack_package_decides_the_minor_release(tmp_path):
+    """JetPack 7's minor release is not in nv_tegra_release; the nvidia-jetpack package says it."""
+    dpkg = ("Package: nvidia-jetpack-core\nStatus: install ok installed\nVersion: 7.1+b12\n\n"
+            "Package: nvidia-jetpack\nStatus: install ok installed\nArchitecture: arm64\nVersion: {v}+b40\n")
+    old = machine.jetson(_jetson_root(tmp_path / "a", "38.2.0", PINNED_MAXN, dpkg.format(v="7.1")))
+    new = machine.jetson(_jetson_root(tmp_path / "b", "38.2.0", PINNED_MAXN, dpkg.format(v="7.2.2")))
+    assert (old["jetpack"], new["jetpack"]) == ("7.1", "7.2.2")
+    assert "needs JetPack 7.2.2 or later" in trt_pairing(old["jetpack"], "11.4.1")
+    assert trt_pairing(new["jetpack"], "11.4.1") is None
+    assert machine.jetson(_jetson_root(tmp_path / "c", "38.2.0", PINNED_MAXN))["jetpack"] == "7.0"   # L4T alone
+    assert machine.jetson(_jetson_root(tmp_path / "d", "39.2.0", PINNED_MAXN))["jetpack"] == "7"     # minor unknown
+
+
+def test_capped_power_mode_with_jetson_clocks_reads_on(tmp_path):
+    """A 30 W mode caps scaling_max_freq below cpuinfo_max_freq; jetson_clocks pins the minimum to that cap."""
+    capped = {0: (1497600, 1497600, 2201600), 1: (1497600, 1497600, 2201600)}
+    assert machine.jetson(_jetson_root(tmp_path, "36.4.3", capped))["jetson_clocks"] is True
+    unpinned = {0: (729600, 1497600, 2201600), 1: (1497600, 1497600, 2201600)}
+    assert machine.jetson(_jetson_root(tmp_path, "36.4.3", unpinned))["jetson_clocks"] is False
+    _write(tmp_path, "sys/devices/system/cpu/cpu0/online", "0\n")      # the power mode switched cpu0 off
+    assert machine.jetson(tmp_path)["jetson_clocks"] is True
+
+
+GPU_BOX = {"present": True, "cuda_driver": True, "why_not": "", "gpus": []}
+
+
+def test_trt_needs_compute_capability_7(tmp_path):
+    pascal = dict(GPU_BOX, gpus=[{"name": "Tesla P4", "compute_capability": "6.1"}])
+    t = target_state("trt", pascal, None)
+    assert not t.ok and "compute capability 6.1" in t.reason and "7.0 or higher" in t.reason
+    assert t.fix.startswith("cannot work here")
+    volta = target_state("trt", dict(GPU_BOX, gpus=[{"name": "Tesla V100", "compute_capability": "7.0"}]), None)
+    assert "compute capability" not in volta.reason
+
+
+def test_trt_int8_row_needs_nncf(monkeypatch):
+    trt = TargetState("trt", True, "TensorRT 10.3.0 on Orin (sm 8.7, 16 SMs)", "", "", ("fp32", "fp16", "int8"),
+                      "target")
+    real = doctor._find_spec
+    assert precision_row(trt, "int8", {}, GPU_BOX).status == ("yes" if real("nncf") else "no")
+    monkeypatch.setattr(doctor, "_find_spec", lambda name: None if name == "nncf" else real(name))
+    row = precision_row(trt, "int8", {}, GPU_BOX)
+    assert row.status == "no" and "NNCF" in row.note and row.fix == "pip install 'wae-deploy[trt]'"
+    assert precision_row(trt, "fp16", {}, GPU_BOX).status == "yes"
+
+
+def test_cuda_python_is_not_taken_for_pycuda(monkeypatch):
+    """TensorRT installed, cuda-python (module `cuda`) installed, pycuda not: not ready, and pycuda is the fix."""
+    monkeypatch.setattr(doctor, "package_state", lambda name: (True, "10.3.0", ""))
+
+    class NoPycuda:
+        def available(self):
+            return False, "pycuda is not usable (No module named 'pycuda')"
+
+    monkeypatch.setattr(targets, "get_target", lambda name: NoPycuda())
+    monkeypatch.setattr(doctor, "_find_spec", lambda name: object() if name == "cuda" else None)
+    t = target_state("trt", GPU_BOX, None)
+    assert not t.ok and "cuda-python does not replace it" in t.reason
+    assert t.fix == doctor.INSTALL_PYCUDA
+
+
+def test_jetson_clocks_show():
     on = ("cpu0: Online=1 Governor=schedutil MinFreq=2201600 MaxFreq=2201600 CurrentFreq=2201600\n"
           "GPU MinFreq=1300500000 MaxFreq=1300500000 CurrentFreq=1300500000\nNV Power Mode: MAXN\n")
     off = on.replace("GPU MinFreq=1300500000", "GPU MinFreq=306000000")
-    assert clocks_from_show(on) == "on" and clocks_from_show(off) == "off" and clocks_from_show("") == "unknown"
+    assert machine.parse_jetson_clocks(on) is True and machine.parse_jetson_clocks(off) is False
+    assert machine.parse_jetson_clocks("") is None

@@ -24,8 +24,9 @@ from wae_deploy.errors import UserError
 
 # Imported by a device: none of these may pull in torch, train.py or checkpoint.py.
 RUNTIME_MODULES = ["wae_deploy", "wae_deploy.artifact", "wae_deploy.predict", "wae_deploy.build",
-                   "wae_deploy.targets.onnxruntime", "wae_deploy.targets.openvino", "wae_deploy.targets.tensorrt",
-                   "wae_deploy.bench.latency", "wae_deploy.bench.gate", "wae_deploy.bench.report", "wae_deploy.cli"]
+                   "wae_deploy.targets.onnxruntime", "wae_deploy.targets.openvino", "wae_deploy.targets.trt",
+                   "wae_deploy.bench.latency", "wae_deploy.bench.gate", "wae_deploy.bench.report", "wae_deploy.cli",
+                   "wae_deploy.machine", "wae_deploy.doctor", "wae_deploy.bench.environment"]
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 
 

@@ -24,10 +24,10 @@ from wae_deploy import checkpoint
 from wae_deploy.artifact import KEYS as ARTIFACT_KEYS
 from wae_deploy.build import build, calibration_set
 from wae_deploy.cli import main
-from wae_deploy.cpu import cpu_has
 from wae_deploy.data import load_split
 from wae_deploy.errors import UserError
 from wae_deploy.export import export
+from wae_deploy.machine import cpu_has
 from wae_deploy.preprocess import CIFAR
 from wae_deploy.targets import get_target
 from wae_deploy.targets.openvino import COMPUTE

@@ -15,7 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from wae_deploy.errors import UserError
 from wae_deploy.targets import get_target
-from wae_deploy.targets import tensorrt as T
+from wae_deploy.targets import trt as T
+from wae_deploy.targets.trt import onnx_passes
 
 NO_TRT = "tensorrt not installed (no NVIDIA GPU on this machine)"
 FP32_SHAPES = T.profile_shapes((32, 32))
@@ -126,7 +127,7 @@ def test_build_and_load_without_tensorrt_raise_user_error(no_tensorrt, tmp_path)
 # ---------------------------------------------------------------- cache keys and profile shapes
 
 KEY_ARGS = dict(onnx_bytes_sha256="ab" * 32, trt_version="10.3.0", gpu_name="Orin", compute_capability=(8, 7),
-                precision="fp16", profile_shapes=FP32_SHAPES, sm_count=16,
+                precision="fp16", profile_shapes=[FP32_SHAPES], sm_count=16,
                 build_options={"typing": "strong", "tf32": True, "workspace_mb": None})
 
 
@@ -134,16 +135,17 @@ def test_cache_key_is_stable():
     key = T.engine_cache_key(**KEY_ARGS)
     assert key == T.engine_cache_key(**KEY_ARGS)
     # the same key across runs and machines: a changed recipe must be a deliberate change
-    assert key == "7e3a50dbe3e8be1d50edd6fc9418ad80"
+    assert key == "641915ef089663031c59688b3eb4a8e1"   # since profiles became a list (one per timed batch)
     # equivalent spellings give the same key
     same = dict(KEY_ARGS, compute_capability="8.7",
-                profile_shapes={"images": [list(s) for s in FP32_SHAPES["images"]]})
+                profile_shapes=[{"images": [list(s) for s in FP32_SHAPES["images"]]}])
     assert T.engine_cache_key(**same) == key
 
 
 @pytest.mark.parametrize("field,value", [
     ("onnx_bytes_sha256", "cd" * 32), ("trt_version", "10.3.1"), ("gpu_name", "NVIDIA H100"),
-    ("compute_capability", (9, 0)), ("precision", "int8"), ("profile_shapes", T.profile_shapes((32, 32), 1, 8, 64)),
+    ("compute_capability", (9, 0)), ("precision", "int8"), ("profile_shapes", [T.profile_shapes((32, 32), 1, 8, 64)]),
+    ("profile_shapes", [T.profile_shapes((32, 32), 1, 1, 32), FP32_SHAPES]),
     ("sm_count", 8), ("build_options", {"typing": "strong", "tf32": False, "workspace_mb": None}),
     ("build_options", {"typing": "strong", "tf32": True, "workspace_mb": 512}),
 ])
@@ -322,7 +324,7 @@ def test_fp16_handles_constants_casts_and_float_only_inputs():
 
 
 def test_fp16_clips_instead_of_overflowing():
-    t = T._half(numpy_helper.from_array(np.array([1e6, -1e6, 1.5], np.float32), "w"))
+    t = onnx_passes._half(numpy_helper.from_array(np.array([1e6, -1e6, 1.5], np.float32), "w"))
     assert numpy_helper.to_array(t).tolist() == [65504.0, -65504.0, 1.5]
 
 
@@ -430,7 +432,7 @@ def test_load_refuses_a_foreign_engine_before_touching_the_gpu(fake_runtime, tin
 
 @pytest.fixture
 def recorded_builds(fake_runtime, monkeypatch):
-    """The real build() with the one call into TensorRT replaced by a recorder."""
+    """The real build() with the calls into TensorRT (the build and the layer readback) replaced by a recorder."""
     calls = []
 
     def fake_build(self, trt, cuda, onnx_bytes, precision, shapes, timing):
@@ -439,6 +441,7 @@ def recorded_builds(fake_runtime, monkeypatch):
         return f"PLAN {precision} #{len(calls)}".encode()
 
     monkeypatch.setattr(T.TensorRTTarget, "_build_engine", fake_build)
+    monkeypatch.setattr(T.TensorRTTarget, "_read_executed", lambda self, trt, cuda, plan: {})
     return calls
 
 
@@ -451,7 +454,7 @@ def test_build_writes_stamped_artifact_and_reuses_cache(recorded_builds, tiny_on
     identity = (meta["tensorrt"], meta["gpu"], meta["compute_capability"], meta["precision"])
     assert identity == ("10.3.0", "Orin", "8.7", "fp16")
     call = recorded_builds[0]
-    assert call["shapes"] == T.profile_shapes((16, 16), 1, 8, 32)
+    assert call["shapes"] == [T.profile_shapes((16, 16), 1, 8, 32)]
     assert call["timing"].name == "timing-10.3.0-Orin-sm8.7-16sms.cache"
     # one strongly typed path for 10.3 and 11: fp16 goes in as an FP16-typed ONNX
     assert call["model"].graph.initializer[0].data_type == TensorProto.FLOAT16
@@ -567,7 +570,7 @@ def _chunking_runner(lo, hi):
     cuda = types.SimpleNamespace(memcpy_htod_async=lambda *a: None, memcpy_dtoh_async=lambda *a: None)
     ctx = types.SimpleNamespace(push=lambda: None, pop=lambda: None)
     runner.__dict__.update(_cuda=cuda, _ctx=ctx, _host=host, _buffers={T.INPUT: 0, "logits": 0}, _output="logits",
-                           _batch_range=(lo, hi), _item_shape=(3, 2, 2), _stream=types.SimpleNamespace(
+                           _profiles=[(lo, lo, hi)], _profile=0, _item_shape=(3, 2, 2), _stream=types.SimpleNamespace(
                                handle=0, synchronize=lambda: None), _context=_ProfileContext(lo, hi, host))
     return runner
 

@@ -15,7 +15,7 @@ from trt_standin import TIMING_MAGIC, install
 from wae_deploy.cli import main
 from wae_deploy.errors import UserError
 from wae_deploy.metrics import evaluate_runner
-from wae_deploy.targets import tensorrt as T
+from wae_deploy.targets import trt as T
 
 VERSIONS = ["10.3.0", "11.1.0"]
 
@@ -143,6 +143,11 @@ def test_bench_trt_end_to_end(monkeypatch, tmp_path, fast_load_split, version):
     assert {(e["arch"], e["batch"]) for e in entries} == {(a, b) for a in ("wae-resnet20", "resnet20")
                                                           for b in (1, 8, 100)}
     assert all(e["target"] == "trt" and e["accuracy"]["n"] == 100 and e["accuracy"]["top1"] > 50 for e in entries)
+    # one profile per timed batch, each tuned (opt) for it; the largest batch sets the max
+    manifest = json.loads((tmp_path / "work" / "wae-resnet20.trt-fp32" / "manifest.json").read_text())
+    assert [[s[0] for s in p[T.INPUT]] for p in manifest["details"]["profiles"]] == [[1, 1, 100], [1, 8, 100],
+                                                                                     [1, 100, 100]]
+    assert "Conv" in manifest["executed"]["fp32"]
 
 
 def test_evaluate_runner_feeds_batches_of_100(standin, tiny_onnx, tmp_path):
@@ -157,3 +162,66 @@ def test_evaluate_runner_feeds_batches_of_100(standin, tiny_onnx, tmp_path):
     with target.load(tmp_path / "a") as runner:
         got = evaluate_runner(runner, data, spec)
     assert got["n"] == 150
+
+
+def test_each_timed_batch_runs_on_the_profile_tuned_for_it(standin, tiny_onnx, tmp_path):
+    target = T.TensorRTTarget.for_batches((8, 1, 100), cache_root=tmp_path)
+    art = target.build(tiny_onnx, "fp32", None, tmp_path / "a")
+    assert target.same_build(art.manifest) and not T.TensorRTTarget().same_build(art.manifest)
+    x = _images(100)
+    with target.load(tmp_path / "a") as runner:
+        for n in (1, 8, 100, 5):
+            runner.infer(x[:n])
+        opts = [runner._engine.get_tensor_profile_shape(T.INPUT, p)[1][0] for p, _ in runner._context.runs]
+        batches = [b for _, b in runner._context.runs]
+    assert batches == [1, 8, 100, 5]
+    assert opts == [1, 8, 100, 8]           # 5 has no profile of its own: the nearest opt serves it
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_manifest_says_what_runs_in_which_precision(standin, tiny_onnx, tmp_path, precision):
+    """"executed" comes from TensorRT's engine inspector (DETAILED layer information), as ORT/OpenVINO's do."""
+    from wae_deploy.data import ImageSet
+
+    calib = ImageSet(np.random.default_rng(1).integers(0, 256, (16, 16, 16, 3)).astype(np.uint8),
+                     np.zeros(16, np.int64), [str(i) for i in range(10)])
+    art = T.TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, precision, calib if precision == "int8" else None,
+                                                     tmp_path / "a")
+    executed = art.manifest["executed"]
+    assert executed[precision]["Conv"] == 2, executed          # the tiny net's two convolutions
+    if precision != "int8":
+        assert set(executed) == {precision}
+    assert not standin[2].contexts and not standin[2].blocks   # the readback left no context or memory behind
+
+
+def test_layer_datatypes_from_the_inspector_format_strings():
+    from wae_deploy.targets.trt.layers import datatype
+
+    assert datatype("Row major linear FP32") == "fp32"
+    assert datatype("Channel major FP16 format where channel % 8 == 0") == "fp16"
+    assert datatype("Row major linear Int8 format") == "int8"
+    assert datatype("Row major linear BFloat16 format") == "bf16"
+    assert datatype("N/A due to dynamic shapes") is None
+
+
+def _png(path):
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("elsewhere", [dict(version="11.1.0"),
+                                       dict(version="10.3.0", gpus=(("NVIDIA Jetson AGX Orin", (8, 7), 8),)),
+                                       dict(version="10.3.0", gpus=(("NVIDIA A100", (8, 0), 108),))])
+def test_cli_refuses_a_foreign_engine_in_one_line_before_the_gpu(monkeypatch, tiny_onnx, tmp_path, elsewhere):
+    """Built on an AGX Orin (16 SMs) with 10.3; run with another TensorRT, a smaller Orin, another GPU."""
+    install(monkeypatch, "10.3.0")
+    T.TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a")
+    trt, _, memory = install(monkeypatch, **elsewhere)
+    monkeypatch.setattr(trt.Runtime, "deserialize_cuda_engine", lambda *a: pytest.fail("deserialized"))
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "a"), str(_png(tmp_path / "x.png"))])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "rebuild" in lines[0]
+    assert not memory.contexts and not memory.blocks            # no context made current, nothing allocated

@@ -7,6 +7,9 @@ python/packaging/bindings_wheel/tensorrt/__init__.py on release/10.3 and release
 subset wae-deploy uses is modelled. Semantics kept from the real API:
   - set_input_shape returns False outside the profile;
   - execute_async_v3 returns False unless an input shape is set and every I/O tensor has an address;
+  - set_optimization_profile_async switches profile (on the given stream) and, stricter than the
+    docs say, forgets the input shapes, so code must set them again after a switch;
+  - the engine inspector gives layer information as JSON (DETAILED) or names only;
   - 11.x has no FP16/INT8 builder flags (nor EXPLICIT_BATCH); a strongly typed network with them
     set fails to build on 10.3, as TensorRT refuses it;
   - the builder and runtime need a current CUDA context (pycuda's context stack below).
@@ -165,6 +168,36 @@ _NP = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int
 _ONNX_TO_TRT = {onnx.TensorProto.FLOAT: "FLOAT", onnx.TensorProto.FLOAT16: "HALF", onnx.TensorProto.INT64: "INT64"}
 
 
+_FORMAT = {onnx.TensorProto.FLOAT: "FP32", onnx.TensorProto.FLOAT16: "FP16", onnx.TensorProto.INT8: "Int8"}
+
+
+def _layers(model: onnx.ModelProto) -> list[dict]:
+    """The engine's layers as DETAILED layer information reports them (keys as the real JSON has them).
+
+    Q/DQ and Cast nodes fold into their neighbours; a layer fed by a DequantizeLinear runs in INT8,
+    any other in its input's ONNX type (a strongly typed network keeps the ONNX types).
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    del model.graph.value_info[:]        # recomputed below from the graph itself
+    model = onnx.shape_inference.infer_shapes(model)
+    g = model.graph
+    types_ = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.value_info, *g.output]}
+    types_.update({t.name: t.data_type for t in g.initializer})
+    producer = {out: n for n in g.node for out in n.output}
+    layers = []
+    for node in g.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "Cast", "Constant"):
+            continue
+        source = producer.get(node.input[0])
+        kind = onnx.TensorProto.INT8 if source is not None and source.op_type == "DequantizeLinear" \
+            else types_.get(node.input[0], onnx.TensorProto.FLOAT)
+        tensor = {"Name": node.input[0], "Location": "Device",
+                  "Format/Datatype": f"Row major linear {_FORMAT.get(kind, 'FP32')} format"}
+        layers.append({"Name": node.name or node.output[0], "LayerType": node.op_type, "Inputs": [tensor],
+                       "Outputs": [{"Name": node.output[0], "Location": "Device"}]})
+    return layers
+
+
 def make_tensorrt(version: str, memory: _Memory) -> types.ModuleType:
     major = int(version.split(".")[0])
     trt = types.ModuleType("tensorrt")
@@ -179,6 +212,8 @@ def make_tensorrt(version: str, memory: _Memory) -> types.ModuleType:
         "NetworkDefinitionCreationFlag", {n: i for i, n in enumerate(network_flags)})
     MemoryPoolType = enum.Enum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM", "TACTIC_SHARED_MEMORY"])
     TensorIOMode = enum.Enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
+    ProfilingVerbosity = enum.Enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "DETAILED", "NONE"])
+    LayerInformationFormat = enum.Enum("LayerInformationFormat", ["ONELINE", "JSON"])
     DataType = enum.Enum("DataType", list(_NP))
 
     def nptype(trt_type):
@@ -241,6 +276,19 @@ def make_tensorrt(version: str, memory: _Memory) -> types.ModuleType:
     class IBuilderConfig:
         def __init__(self):
             self.flags, self.pools, self.profiles, self.timing = {BuilderFlag.TF32}, {}, [], None
+            self._verbosity = ProfilingVerbosity.LAYER_NAMES_ONLY
+
+        @property
+        def profiling_verbosity(self):
+            return self._verbosity
+
+        @profiling_verbosity.setter
+        def profiling_verbosity(self, value):
+            self._verbosity = ProfilingVerbosity(value)
+
+        @property
+        def num_optimization_profiles(self):
+            return len(self.profiles)
 
         def set_memory_pool_limit(self, pool, pool_size):
             self.pools[pool] = int(pool_size)
@@ -294,7 +342,8 @@ def make_tensorrt(version: str, memory: _Memory) -> types.ModuleType:
             if config.timing is not None:
                 config.timing.entries.append(len(config.timing.entries))
             plan = {"version": version, "onnx": base64.b64encode(network.onnx).decode(),
-                    "profile": config.profiles[0].shapes, "tf32": BuilderFlag.TF32 in config.flags}
+                    "profiles": [p.shapes for p in config.profiles], "tf32": BuilderFlag.TF32 in config.flags,
+                    "verbosity": config.profiling_verbosity.name}
             return memoryview(b"STANDIN-PLAN" + json.dumps(plan).encode())
 
     class ICudaEngine:
@@ -305,6 +354,22 @@ def make_tensorrt(version: str, memory: _Memory) -> types.ModuleType:
             self.outputs = [o.name for o in self.model.graph.output]
             self.types = {vi.name: DataType[_ONNX_TO_TRT[vi.type.tensor_type.elem_type]]
                           for vi in [*self.model.graph.input, *self.model.graph.output]}
+            self.layers = _layers(self.model)
+
+        @property
+        def num_optimization_profiles(self):
+            return len(self.plan["profiles"])
+
+        @property
+        def num_layers(self):       # TensorRT 10+ reports every layer once per profile
+            return len(self.layers) * self.num_optimization_profiles
+
+        @property
+        def profiling_verbosity(self):
+            return ProfilingVerbosity[self.plan["verbosity"]]
+
+        def create_engine_inspector(self):
+            return EngineInspector(self)
 
         @property
         def num_io_tensors(self):
@@ -320,23 +385,34 @@ def make_tensorrt(version: str, memory: _Memory) -> types.ModuleType:
             return self.types[name]
 
         def get_tensor_profile_shape(self, name, profile_index):
-            if profile_index != 0 or name not in self.plan["profile"]:
+            if not 0 <= profile_index < len(self.plan["profiles"]) or name not in self.plan["profiles"][0]:
                 raise RuntimeError("invalid profile or tensor")
-            return [tuple(s) for s in self.plan["profile"][name]]
+            return [tuple(s) for s in self.plan["profiles"][profile_index][name]]
 
         def create_execution_context(self, *args, **kwargs):
             return IExecutionContext(self)
 
     class IExecutionContext:
         def __init__(self, engine):
-            self.engine, self.shapes, self.addresses = engine, {}, {}
+            self.engine, self.shapes, self.addresses, self.profile = engine, {}, {}, 0
+            self.runs = []          # (profile, batch) of each execution: not API, for the tests
             so = ort.SessionOptions()
             so.intra_op_num_threads = 1
             self.session = ort.InferenceSession(engine.model.SerializeToString(), so,
                                                 providers=["CPUExecutionProvider"])
 
+        @property
+        def active_optimization_profile(self):
+            return self.profile
+
+        def set_optimization_profile_async(self, profile_index, stream_handle):
+            if not 0 <= profile_index < self.engine.num_optimization_profiles:
+                raise RuntimeError("Error in set optimization profile async.")   # the bindings assert
+            self.profile, self.shapes = profile_index, {}     # input shapes must be set again
+            return True
+
         def set_input_shape(self, name, shape):
-            lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
+            lo, _, hi = self.engine.get_tensor_profile_shape(name, self.profile)
             shape = tuple(int(d) for d in shape)
             if len(shape) != len(lo) or any(not a <= d <= b for a, d, b in zip(lo, shape, hi)):
                 return False        # outside the profile: refused, not clamped
@@ -365,10 +441,35 @@ def make_tensorrt(version: str, memory: _Memory) -> types.ModuleType:
                 nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
                 feeds[name] = np.frombuffer(memory.region(self.addresses[name], nbytes), dtype).reshape(shape)
             memory.require_context("execute_async_v3")
+            self.runs.append((self.profile, self.shapes[self.engine.inputs[0]][0]))
             for name, value in zip(self.engine.outputs, self.session.run(self.engine.outputs, feeds)):
                 value = np.ascontiguousarray(value, nptype(self.engine.types[name]))
                 memory.region(self.addresses[name], value.nbytes)[:] = value.tobytes()
             return True
+
+    class EngineInspector:
+        def __init__(self, engine):
+            self.engine, self._context = engine, None
+
+        @property
+        def execution_context(self):
+            return self._context
+
+        @execution_context.setter
+        def execution_context(self, context):
+            self._context = context
+
+        def get_layer_information(self, layer_index, format):  # noqa: A002 (the bindings' keyword name)
+            layer = self.engine.layers[layer_index % len(self.engine.layers)]
+            detailed = self.engine.profiling_verbosity == ProfilingVerbosity.DETAILED
+            info = layer if detailed else layer["Name"]
+            if LayerInformationFormat(format) == LayerInformationFormat.JSON:
+                return json.dumps(info)
+            return str(info)
+
+        def get_engine_information(self, format):  # noqa: A002
+            return json.dumps({"Layers": [json.loads(self.get_layer_information(i, format))
+                                          for i in range(len(self.engine.layers))]})
 
     class Runtime:
         def __init__(self, logger):
@@ -383,6 +484,7 @@ def make_tensorrt(version: str, memory: _Memory) -> types.ModuleType:
             return ICudaEngine(plan) if plan["version"] == version else None
 
     for name in ("BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "TensorIOMode", "DataType",
+                 "ProfilingVerbosity", "LayerInformationFormat", "EngineInspector",
                  "nptype", "Logger", "OnnxParser", "Builder", "Runtime", "IBuilderConfig", "ITimingCache",
                  "IOptimizationProfile", "INetworkDefinition", "ICudaEngine", "IExecutionContext"):
         setattr(trt, name, locals()[name])

@@ -10,13 +10,12 @@ artifact (no ONNX next to a TensorRT engine, no checkpoint). Torch-free: it is r
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, atomic
+from . import __version__, atomic, machine
 from .errors import UserError
 from .hashing import sha256
 from .preprocess import Preprocessing
@@ -33,13 +32,9 @@ _TOOLS = ("onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "torch")
 
 
 def tool_versions() -> dict:
-    out = {}
-    for pkg in _TOOLS:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+    """Installed versions (any distribution of the package: tensorrt-cu12 counts as tensorrt)."""
+    versions = {pkg: machine.package_version(pkg) for pkg in _TOOLS}
+    return {pkg: v for pkg, v in versions.items() if v}
 
 
 def new_manifest(onnx_path: Path, info, target: str, precision: str, runtime_version: str, **fields) -> dict:

@@ -12,7 +12,7 @@ from .artifact import Artifact
 from .data import ImageSet, default_data_root, load_split
 from .errors import UserError
 from .metrics import evaluate_runner
-from .targets import get_target
+from .targets import Target, get_target
 
 sys.modules[__name__].__class__ = Step  # `wd.build(...)`: see wae_deploy.Step
 CALIB_SEED, HELD_OUT_SEED = 0, 1
@@ -36,12 +36,12 @@ def held_out_set(spec, eval_dir: str | Path | None, size: int) -> ImageSet:
     return load_split(root, "test", spec).sample(size, seed=HELD_OUT_SEED)
 
 
-def build(onnx_path: str | Path, target_name: str, precision: str, out: str | Path | None = None,
+def build(onnx_path: str | Path, target_name: str | Target, precision: str, out: str | Path | None = None,
           calib_dir=None, calib_size: int = 300, max_accuracy_drop: float | None = None, eval_dir=None,
           eval_size: int = 2000, keep_float: tuple[str, ...] = (), log=print) -> Artifact:
     if max_accuracy_drop is not None and not max_accuracy_drop >= 0:  # also refuses NaN
         raise UserError(f"--max-accuracy-drop must be zero or more top-1 points, got {max_accuracy_drop}")
-    target = get_target(target_name)
+    target = target_name if isinstance(target_name, Target) else get_target(target_name)
     if precision not in target.precisions:
         raise UserError(f"target {target.name} cannot build {precision}; it builds {', '.join(target.precisions)}")
     ok, why = target.available()

@@ -6,53 +6,29 @@ exact install command, or why installing would not help here (no NVIDIA GPU, a T
 that does not pair with the JetPack, a CPU without BF16).
 
 It asks each target module (`targets.get_target(name).available()`); where a module is
-missing or broken it checks the runtime package itself. Nothing here may raise: every
-probe of the machine is guarded, and a failed probe reads as "unknown", never as a crash.
+missing or broken it checks the runtime package itself. Target names, aliases, precisions and
+runtime packages come from the targets; the machine's facts from machine.py. Nothing here may
+raise: every probe of the machine is guarded, and a failed probe reads as "unknown", never as a crash.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes.util
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import platform
 import re
-import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import __version__
+from . import __version__, machine, targets
 from .errors import UserError
+from .machine import LIVE, version_tuple
 
-TARGETS = ("torch", "ort", "openvino", "trt")
-ALIASES = {"onnxruntime": "ort", "ov": "openvino", "tensorrt": "trt", "pytorch": "torch"}
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-CPU_TARGETS = ("torch", "ort", "openvino")
-# Used when a target module is missing or does not say which precisions it builds.
-DEFAULT_PRECISIONS = {"torch": ("fp32",), "ort": ("fp32", "int8"), "openvino": ("fp32", "fp16", "bf16", "int8"),
-                      "trt": ("fp32", "fp16", "int8")}
-INSTALL_CORE = "pip install wae-deploy"
-INSTALL = {"torch": "pip install 'wae-deploy[train]'", "ort": INSTALL_CORE,
-           "openvino": "pip install 'wae-deploy[openvino]'", "trt": "pip install 'wae-deploy[trt]'"}
+INSTALL_PYCUDA = "pip install pycuda (it compiles against the CUDA toolkit: nvcc must be on PATH)"
 JETSON_TRT_INSTALL = "sudo apt install nvidia-tensorrt python3-libnvinfer (and a venv made with --system-site-packages)"
-
-
-@dataclass(frozen=True)
-class Package:
-    module: str
-    dists: tuple[str, ...]   # distributions that provide the module, tried in order for the version
-
-
-PACKAGES = {
-    "torch": Package("torch", ("torch",)),
-    "ort": Package("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")),
-    "openvino": Package("openvino", ("openvino",)),
-    "trt": Package("tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt_cu12")),
-}
+MIN_TRT = (10, 3)        # the strongly typed build path (targets/trt/build.py)
+MIN_CC = (7, 0)          # TensorRT 10 is built for compute capability 7.0 and higher (its support matrix)
 
 
 @dataclass
@@ -105,218 +81,98 @@ class Report:
 
 
 # ---------------------------------------------------------------------------------------------
-# Probes of the machine. `root` lets tests fake a machine (a Jetson, a GPU box) in a folder.
+# The machine, from machine.py. `root` lets tests fake a machine (a Jetson, a GPU box) in a folder.
 
-def _read(path: Path) -> str:
+def cpu_info(root: Path = LIVE) -> dict:
+    """Model, cores and the features that decide INT8 and BF16 speed."""
+    cpu = machine.parse_cpuinfo(machine.read(root, "proc/cpuinfo"))
     try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
-    """stdout of a short command, or None when it is missing, fails or hangs."""
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    return p.stdout if p.returncode == 0 else None
-
-
-def cpu_info(root: Path = Path("/")) -> dict:
-    """Model, cores and the features that decide INT8 and BF16 speed, from /proc/cpuinfo."""
-    flags: set[str] = set()
-    model = ""
-    for line in _read(root / "proc/cpuinfo").splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("flags", "features"):        # x86 "flags", Arm "Features"
-            flags |= set(value.split())
-        elif key in ("model name", "hardware", "cpu model") and not model:
-            model = value.strip()
-    try:
-        cores = len(os.sched_getaffinity(0)) if root == Path("/") else None
+        cores = len(os.sched_getaffinity(0)) if root == LIVE else None
     except (AttributeError, OSError):
         cores = None
-    vnni = sorted(flags & {"avx512_vnni", "avx_vnni", "avx_vnni_int8"})
-    amx = sorted(f for f in flags if f.startswith("amx_"))
-    arm_int8 = sorted(flags & {"asimddp", "i8mm"})
-    bf16 = sorted(flags & {"avx512_bf16", "amx_bf16", "bf16"})  # "bf16": Armv8.6
-    return {
-        "model": model or platform.processor() or platform.machine(),
-        "arch": platform.machine(),
-        "cores": cores if cores is not None else os.cpu_count(),
-        "avx512": "avx512f" in flags,
-        "vnni": vnni,
-        "amx": amx,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "arm_int8": arm_int8,
-        "int8_fast": bool(vnni or "amx_int8" in flags or arm_int8),
-        "bf16_native": bool(bf16),
-        "flags_read": bool(flags),
-    }
+    return {"model": cpu["model"] or platform.processor() or platform.machine(), "arch": platform.machine(),
+            "cores": cores if cores is not None else os.cpu_count(), **machine.cpu_features(cpu["flags"])}
 
 
-def _libcuda(root: Path) -> str | None:
-    if root == Path("/"):
-        with contextlib.suppress(Exception):
-            found = ctypes.util.find_library("cuda")
-            if found:
-                return found
-    for d in ("usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu/tegra",
-              "usr/lib64", "usr/lib", "usr/lib/wsl/lib"):
-        with contextlib.suppress(OSError):
-            hits = sorted((root / d).glob("libcuda.so*"))
-            if hits:
-                return str(hits[0])
-    return None
-
-
-def gpu_info(root: Path = Path("/"), jetson: dict | None = None) -> dict:
+def gpu_info(root: Path = LIVE, jetson: dict | None = None) -> dict:
     """An NVIDIA GPU and its CUDA driver: device nodes, the kernel module, libcuda, nvidia-smi."""
-    driver = ""
-    m = re.search(r"Kernel Module\s+(?:for\s+\S+\s+)?([0-9][0-9.]+)", _read(root / "proc/driver/nvidia/version"))
-    if m:
-        driver = m.group(1)
-    device = (root / "dev/nvidia0").exists() or (root / "dev/nvgpu").exists() or (root / "dev/nvhost-gpu").exists()
-    libcuda = _libcuda(root)
-    gpus = []
-    if root == Path("/"):
-        out = _run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"])
-        for line in (out or "").splitlines():
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) >= 3 and parts[0]:
-                gpus.append({"name": parts[0], "compute_capability": parts[1]})
-                driver = driver or parts[2]
-    present = bool(device or driver or gpus or (jetson is not None))
+    smi = machine.nvidia_gpus(root)
+    driver = machine.parse_driver_version(machine.read(root, "proc/driver/nvidia/version")) or \
+        next((g["driver_version"] for g in smi if g.get("driver_version")), None)
+    device = machine.gpu_device_node(root)
+    libcuda = machine.libcuda(root)
+    gpus = [{"name": g["name"], "compute_capability": g.get("compute_cap")} for g in smi]
     missing = []
     if not (device or jetson):
         missing.append("no /dev/nvidia0")
     if not libcuda:
         missing.append("no libcuda")
-    return {"present": present, "cuda_driver": bool(libcuda or driver), "driver_version": driver or None,
-            "libcuda": libcuda, "gpus": gpus, "integrated": jetson is not None,
+    return {"present": bool(device or driver or gpus or jetson is not None), "cuda_driver": bool(libcuda or driver),
+            "driver_version": driver, "libcuda": libcuda, "gpus": gpus, "integrated": jetson is not None,
             "why_not": ", ".join(missing)}
 
 
-L4T_TO_JETPACK = {32: 4, 34: 5, 35: 5, 36: 6, 38: 7}
+def trt_pairing(jetpack: str | None, trt_version: str | None) -> str | None:
+    """Why this TensorRT does not pair with this JetPack, or None when it does (or cannot be told).
 
-
-def jetson_info(root: Path = Path("/")) -> dict | None:
-    """On a Jetson: L4T and JetPack release, board, power mode (nvpmodel -q) and jetson_clocks."""
-    release = root / "etc/nv_tegra_release"
-    if not release.exists():
+    JetPack 6.0 ships TensorRT 8.6, 6.1 and 6.2 ship 10.3, 7.x ships 10.13; TensorRT 11 supports
+    JetPack 7.2.2 or later only. wae-deploy needs TensorRT 10.3 or later.
+    """
+    jp, v = version_tuple(jetpack), version_tuple(trt_version)
+    if not jp or not v:
         return None
-    text = _read(release)
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([0-9.]+)", text)
-    l4t_major = int(m.group(1)) if m else None
-    jetpack = L4T_TO_JETPACK.get(l4t_major) if l4t_major is not None else None
-    if jetpack is None and l4t_major is not None and l4t_major > 38:
-        jetpack = 7
-    board = _read(root / "proc/device-tree/model").strip("\x00\n ")
-    info = {"l4t": f"R{l4t_major}.{m.group(2)}" if m else None, "jetpack": jetpack, "board": board or None,
-            "power_mode": None, "jetson_clocks": "unknown"}
-    is_live = root == Path("/")
-    out = _run(["nvpmodel", "-q"]) if is_live else None
-    if out:
-        pm = re.search(r"NV Power Mode:\s*(.+)", out)
-        ids = [ln.strip() for ln in out.splitlines() if ln.strip().isdigit()]
-        if pm:
-            info["power_mode"] = pm.group(1).strip() + (f" (id {ids[0]})" if ids else "")
-    if info["power_mode"] is None:  # nvpmodel keeps its state here
-        st = re.search(r"pmode:(\d+)", _read(root / "var/lib/nvpmodel/status"))
-        if st:
-            info["power_mode"] = f"id {int(st.group(1))}"
-    shown = _run(["jetson_clocks", "--show"]) if is_live else None  # needs root; None otherwise
-    if shown:
-        info["jetson_clocks"] = clocks_from_show(shown)
-        if info["power_mode"] is None:
-            pm = re.search(r"NV Power Mode:\s*(.+)", shown)
-            info["power_mode"] = pm.group(1).strip() if pm else None
-    if info["jetson_clocks"] == "unknown":
-        info["jetson_clocks"] = clocks_from_sysfs(root)
-    return info
-
-
-def clocks_from_show(text: str) -> str:
-    """`jetson_clocks --show`: on when every CPU and the GPU run at MinFreq == MaxFreq."""
-    pairs = re.findall(r"^(cpu\d+|GPU).*?MinFreq=(\d+)\s+MaxFreq=(\d+)", text, flags=re.M)
-    if not pairs:
-        return "unknown"
-    return "on" if all(lo == hi for _, lo, hi in pairs) else "off"
-
-
-def clocks_from_sysfs(root: Path) -> str:
-    """Without root: the CPUs' minimum frequency pinned to their maximum means jetson_clocks is on."""
-    pinned = []
-    for d in sorted((root / "sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq")):
-        lo, hi = _read(d / "scaling_min_freq").strip(), _read(d / "cpuinfo_max_freq").strip()
-        if lo and hi:
-            pinned.append(lo == hi)
-    if not pinned:
-        return "unknown (sudo jetson_clocks --show)"
-    return "on" if all(pinned) else "off"
-
-
-JETPACK_TRT = {5: "8.5", 6: "10.3", 7: "10.13+ or 11"}
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
-
-
-def trt_pairing(jetpack: int | None, trt_version: str | None) -> str | None:
-    """Why this TensorRT does not pair with this JetPack, or None when it does (or cannot be told)."""
-    if jetpack is None or not trt_version:
-        return None
-    v = _version_tuple(trt_version)
-    if not v:
-        return None
-    if jetpack <= 5:
-        return (f"JetPack {jetpack} ships TensorRT {JETPACK_TRT.get(jetpack, '8.x')}; wae-deploy needs TensorRT 10.3+: "
-                "flash JetPack 6 (TensorRT 10.3) or 7")
-    if jetpack == 6 and v[:2] != (10, 3):
-        return f"TensorRT {trt_version} does not pair with JetPack 6, which ships TensorRT 10.3"
-    if jetpack >= 7 and v < (10, 13):
-        return f"TensorRT {trt_version} does not pair with JetPack 7, which ships TensorRT 10.13+ / 11"
+    ships = machine.jetpack_trt(jetpack)
+    if jp < (6, 1):
+        return (f"JetPack {jetpack} ships TensorRT {ships}; wae-deploy needs TensorRT {'.'.join(map(str, MIN_TRT))}+: "
+                "flash JetPack 6.1 or later")
+    if jp < (7,) and v[:2] != (10, 3):
+        return f"TensorRT {trt_version} does not pair with JetPack {jetpack}, which ships TensorRT 10.3"
+    if jp >= (7,) and v >= (11,) and len(jp) > 1 and jp < (7, 2, 2):
+        return f"TensorRT {trt_version} needs JetPack 7.2.2 or later; this is JetPack {jetpack} (TensorRT 10.13)"
+    if jp >= (7,) and v < (10, 13):
+        return f"TensorRT {trt_version} does not pair with JetPack {jetpack}, which ships TensorRT 10.13 or later"
     return None
+
+
+def clocks_word(pinned: bool | None) -> str:
+    return {True: "on", False: "off"}.get(pinned, "unknown (sudo jetson_clocks --show)")
 
 
 # ---------------------------------------------------------------------------------------------
 # Runtimes
 
 def package_state(name: str) -> tuple[bool, str, str]:
-    """(ok, version or reason, fix) from the runtime package itself, importing it to be sure."""
-    pkg = PACKAGES[name]
-    if _find_spec(pkg.module) is None:
-        return False, f"{pkg.module} is not installed", INSTALL[name]
+    """(ok, version or reason, fix) from the target's runtime package itself, importing it to be sure."""
     try:
-        mod = importlib.import_module(pkg.module)
+        cls = targets.target_class(name)
+        module, install = cls.runtime, cls.install
+    except Exception as e:  # noqa: BLE001 - a broken target module must not break doctor
+        return False, f"the {name} target module does not import: {type(e).__name__}: {e}", ""
+    if _find_spec(module) is None:
+        return False, f"{module} is not installed", install
+    try:
+        mod = importlib.import_module(module)
     except Exception as e:  # noqa: BLE001 - a runtime whose libraries are missing fails in many ways
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        return False, f"{pkg.module} is installed but does not import: {first}", INSTALL[name]
-    version = None
-    for dist in pkg.dists:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError, ValueError):
-            version = importlib.metadata.version(dist)
-            break
-    return True, str(version or getattr(mod, "__version__", "") or "unknown version"), ""
+        return False, f"{module} is installed but does not import: {first}", install
+    return True, str(machine.package_version(module) or getattr(mod, "__version__", "") or "unknown version"), ""
+
+
+def _precisions(name: str) -> tuple[str, ...]:
+    """The target's precisions, in the table's order; fp32 alone when its module cannot say."""
+    try:
+        got = tuple(targets.target_class(name).precisions)
+    except Exception:  # noqa: BLE001
+        return ("fp32",)
+    return tuple(p for p in targets.PRECISIONS if p in got) + tuple(p for p in got if p not in targets.PRECISIONS)
 
 
 def target_state(name: str, gpu: dict, jetson: dict | None) -> TargetState:
     pkg_ok, pkg_msg, pkg_fix = package_state(name)
-    checked, precisions = "package", DEFAULT_PRECISIONS[name]
+    checked, precisions = "package", _precisions(name)
     ok, msg = pkg_ok, pkg_msg
     try:
-        from .targets import get_target
-
-        target = get_target(name)
-        got = getattr(target, "precisions", None)
-        if got:
-            precisions = tuple(p for p in PRECISIONS if p in got) + tuple(p for p in got if p not in PRECISIONS)
-        ok, msg = target.available()
+        ok, msg = targets.get_target(name).available()
         ok, msg, checked = bool(ok), str(msg), "target"
     except (ImportError, AttributeError, TypeError, ValueError):
         pass  # the target module is missing or incomplete: the package check above stands
@@ -325,34 +181,46 @@ def target_state(name: str, gpu: dict, jetson: dict | None) -> TargetState:
     version = msg if ok else (pkg_msg if pkg_ok else "")
     reasons = [] if ok else [msg]
     fix = "" if ok else pkg_fix
-
     if name == "trt":
-        cuda = pkg_ok and _cuda_bindings()
-        if not ok and pkg_ok and not cuda:
-            reasons.append("neither pycuda nor cuda-python is installed")
-            fix = fix or ("pip install pycuda" if jetson is not None else INSTALL["trt"])
-        if jetson is not None:
-            problem = trt_pairing(jetson.get("jetpack"), pkg_msg if pkg_ok else None)
-            if problem:
-                ok = False
-                reasons.append(problem)
-                fix = f"cannot work here as installed: {problem}; use the TensorRT that JetPack ships"
-            elif not pkg_ok:
-                jp = jetson.get("jetpack")
-                which = f" {jp} (TensorRT {JETPACK_TRT[jp]})" if jp in JETPACK_TRT else ""
-                fix = f"TensorRT comes with JetPack{which}, not pip: {JETSON_TRT_INSTALL}"
-        elif not gpu.get("present") or not gpu.get("cuda_driver"):
-            why = gpu.get("why_not") or "no CUDA driver"
-            reasons.insert(0, f"no NVIDIA GPU / no CUDA driver here ({why})")
-            ok = False
-            fix = (f"cannot work here: TensorRT needs an NVIDIA GPU and its driver (desktop or Jetson); "
-                   f"on such a machine: {INSTALL['trt']}")
+        ok, reasons, fix = _trt_state(ok, reasons, fix, pkg_ok, pkg_msg, msg, gpu, jetson)
     reason = "; ".join(dict.fromkeys(r for r in reasons if r))
     return TargetState(name, ok, version if ok else (pkg_msg if pkg_ok else ""), reason, fix, precisions, checked)
 
 
-def _cuda_bindings() -> bool:
-    return _has("pycuda") or _has("cuda")
+def _trt_state(ok: bool, reasons: list[str], fix: str, pkg_ok: bool, trt_version: str, said: str, gpu: dict,
+               jetson: dict | None) -> tuple[bool, list[str], str]:
+    """TensorRT's own conditions: pycuda (not cuda-python), a GPU of compute capability 7.0+, the JetPack pairing."""
+    install = targets.target_class("trt").install
+    if not ok and pkg_ok and not _has("pycuda"):
+        reasons.append("pycuda is not installed (the TensorRT target drives CUDA through pycuda; "
+                       "cuda-python does not replace it)")
+        fix = INSTALL_PYCUDA
+    ccs = [g.get("compute_capability") for g in gpu.get("gpus", []) if g.get("compute_capability")]
+    ccs += re.findall(r"\bsm (\d+\.\d+)", said if ok else "")  # the target says "TensorRT X on GPU (sm 8.7, ...)"
+    cc = max((version_tuple(c) for c in ccs), default=())
+    if cc and cc < MIN_CC:
+        ok = False
+        problem = (f"compute capability {'.'.join(map(str, cc))}: TensorRT 10 and later need "
+                   f"{'.'.join(map(str, MIN_CC))} or higher (Volta or newer)")
+        reasons.append(problem)
+        fix = f"cannot work here: {problem}"
+    if jetson is not None:
+        problem = trt_pairing(jetson.get("jetpack"), trt_version if pkg_ok else None)
+        if problem:
+            ok = False
+            reasons.append(problem)
+            fix = f"cannot work here as installed: {problem}; use the TensorRT that JetPack ships"
+        elif not pkg_ok:
+            jp, ships = jetson.get("jetpack"), machine.jetpack_trt(jetson.get("jetpack"))
+            which = f" {jp} (TensorRT {ships})" if ships else ""
+            fix = f"TensorRT comes with JetPack{which}, not pip: {JETSON_TRT_INSTALL}"
+    elif not gpu.get("present") or not gpu.get("cuda_driver"):
+        why = gpu.get("why_not") or "no CUDA driver"
+        reasons.insert(0, f"no NVIDIA GPU / no CUDA driver here ({why})")
+        ok = False
+        fix = (f"cannot work here: TensorRT needs an NVIDIA GPU and its driver (desktop or Jetson); "
+               f"on such a machine: {install}")
+    return ok, reasons, fix
 
 
 def _find_spec(module: str):
@@ -366,13 +234,16 @@ def _has(module: str) -> bool:
     return _find_spec(module) is not None
 
 
+NO_NNCF = "INT8 models from a plain ONNX are calibrated with NNCF, which is not installed"
+
+
 def precision_row(t: TargetState, precision: str, cpu: dict, gpu: dict) -> Row:
     """One table row: does `precision` run on target `t` here, how well, and what to do if not."""
     version = t.version
     if not t.ok:
         return Row(t.name, precision, "no", version, t.reason, t.fix)
     if t.name == "trt":
-        return _trt_row(t, precision, gpu)
+        return _trt_row(t, precision)
     if precision == "fp32":
         note = "runs with the f32 hint (the CPU plugin's default here would be BF16)" \
             if t.name == "openvino" and cpu.get("bf16_native") else ""
@@ -387,8 +258,7 @@ def precision_row(t: TargetState, precision: str, cpu: dict, gpu: dict) -> Row:
                    "cannot work here: BF16 needs a CPU with avx512_bf16 or AMX (e.g. Xeon Sapphire Rapids, AMD Zen 4+)")
     if precision == "int8":
         if not _has("nncf"):
-            return Row(t.name, precision, "no", version, "INT8 models are calibrated with NNCF, which is not installed",
-                       INSTALL["openvino"])
+            return Row(t.name, precision, "no", version, NO_NNCF, targets.target_class("openvino").install)
         if cpu.get("int8_fast"):
             have = ", ".join(cpu.get("vnni", []) + [a for a in cpu.get("amx", []) if a == "amx_int8"]
                              + cpu.get("arm_int8", []))
@@ -399,21 +269,13 @@ def precision_row(t: TargetState, precision: str, cpu: dict, gpu: dict) -> Row:
     return Row(t.name, precision, "yes", version, "")
 
 
-def _trt_row(t: TargetState, precision: str, gpu: dict) -> Row:
-    major = (_version_tuple(t.version) or (0,))[0]
-    ccs = [g.get("compute_capability") for g in gpu.get("gpus", []) if g.get("compute_capability")]
-    ccs += re.findall(r"\bsm (\d+\.\d+)", t.version)  # the target says "TensorRT X on GPU (sm 8.7)"
-    cc = max((_version_tuple(c) for c in ccs), default=())
+def _trt_row(t: TargetState, precision: str) -> Row:
     if precision == "fp16":
-        note = "strongly typed in TensorRT 11: FP16 comes from an FP16-typed ONNX" if major >= 11 else ""
-        if cc and cc < (7, 0):
-            return Row(t.name, precision, "slow", t.version, f"compute capability {'.'.join(map(str, cc))}: "
-                       "no tensor cores, FP16 may be no faster than FP32", "")
-        return Row(t.name, precision, "yes", t.version, note)
+        return Row(t.name, precision, "yes", t.version, "strongly typed: FP16 comes from an FP16-typed ONNX")
     if precision == "int8":
-        if cc and cc < (6, 1):
-            return Row(t.name, precision, "no", t.version, f"compute capability {'.'.join(map(str, cc))} has no INT8",
-                       "cannot work here: INT8 needs compute capability 6.1+")
+        if not _has("nncf"):   # a Q/DQ ONNX builds without it; a plain one is calibrated with NNCF
+            return Row(t.name, precision, "no", t.version, NO_NNCF + " (a Q/DQ ONNX builds without it)",
+                       targets.target_class("trt").install)
         return Row(t.name, precision, "yes", t.version, "from Q/DQ nodes (explicit quantization)")
     return Row(t.name, precision, "yes", t.version, "")
 
@@ -425,22 +287,24 @@ def parse_asked(asked: tuple[str, ...] | list[str]) -> list[tuple[str, str | Non
     out = []
     for item in asked:
         name, _, precision = item.strip().lower().partition(":")
-        name = ALIASES.get(name, name)
-        if name not in TARGETS:
-            raise UserError(f"unknown target {item!r}; known: {', '.join(TARGETS)} (optionally :PRECISION)")
-        if precision and precision not in PRECISIONS:
-            raise UserError(f"unknown precision in {item!r}; known: {', '.join(PRECISIONS)}")
+        try:
+            name = targets.canonical(name)
+        except UserError:
+            raise UserError(f"unknown target {item!r}; known: {', '.join(targets.NAMES)} (optionally :PRECISION)") \
+                from None
+        if precision and precision not in targets.PRECISIONS:
+            raise UserError(f"unknown precision in {item!r}; known: {', '.join(targets.PRECISIONS)}")
         out.append((name, precision or None))
     return out
 
 
-def diagnose(asked: tuple[str, ...] | list[str] = (), root: Path = Path("/")) -> Report:
+def diagnose(asked: tuple[str, ...] | list[str] = (), root: Path = LIVE) -> Report:
     wanted = parse_asked(asked)
     cpu = cpu_info(root)
-    jetson = jetson_info(root)
+    jetson = machine.jetson(root)
     gpu = gpu_info(root, jetson)
-    states = {name: target_state(name, gpu, jetson) for name in TARGETS}
-    rows = [precision_row(states[n], p, cpu, gpu) for n in TARGETS for p in states[n].precisions]
+    states = {name: target_state(name, gpu, jetson) for name in targets.NAMES}
+    rows = [precision_row(states[n], p, cpu, gpu) for n in targets.NAMES for p in states[n].precisions]
     not_ready = []
     for name, precision in wanted:
         label = f"{name}:{precision}" if precision else name
@@ -477,9 +341,10 @@ def header_lines(report: Report) -> list[str]:
     else:
         lines.append(f"GPU: no NVIDIA GPU ({g['why_not'] or 'none found'})")
     if j is not None:
-        lines.append(f"Jetson: {j['board'] or 'unknown board'} · L4T {j['l4t'] or '?'} · JetPack "
-                     f"{j['jetpack'] or '?'} (TensorRT {JETPACK_TRT.get(j['jetpack'], '?')}) · power mode "
-                     f"{j['power_mode'] or 'unknown (nvpmodel -q)'} · jetson_clocks {j['jetson_clocks']}")
+        mode = j["power_mode"] or (f"id {j['power_mode_id']}" if j["power_mode_id"] is not None else None)
+        lines.append(f"Jetson: {j['model'] or 'unknown board'} · L4T {j['l4t'] or '?'} · JetPack "
+                     f"{j['jetpack'] or '?'} (TensorRT {machine.jetpack_trt(j['jetpack']) or '?'}) · power mode "
+                     f"{mode or 'unknown (nvpmodel -q)'} · jetson_clocks {clocks_word(j['jetson_clocks'])}")
     return lines
 
 

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from . import atomic, checkpoint, distributed
-from .cpu import cpu_has
 from .data import ImageSet, default_data_root, load_split
 from .errors import UserError
+from .machine import cpu_has
 from .metrics import accuracy
 from .models import Decomposed, create_model, default_preprocessing, parse_arch
 from .models.wae import decomposition_stats, init_haar, wae_loss

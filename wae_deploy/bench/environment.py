@@ -5,14 +5,13 @@
     with Tegrastats() as ts: ...run...           # on a Jetson: power, temperatures, throttling
     ts.summary()
 
-Everything here reads files and package metadata or runs small vendor tools with a timeout;
-nothing imports a runtime (importing torch or TensorRT takes seconds and may fail, which a
+The machine's facts come from machine.py (the parsers doctor uses too); nothing here
+imports a runtime (importing torch or TensorRT takes seconds and may fail, which a
 fingerprint must not). Missing information is None, never an exception.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import platform
@@ -21,87 +20,30 @@ import shutil
 import subprocess
 import sys
 import threading
-from pathlib import Path
+
+from .. import machine
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-
-# Distribution names per package: GPU and vendor builds publish under other names.
-PACKAGES = {
-    "torch": ("torch",),
-    "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
-    "openvino": ("openvino",),
-    "nncf": ("nncf",),
-    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-lean"),
-    "pycuda": ("pycuda",),
-    "numpy": ("numpy",),
-    "wae-deploy": ("wae-deploy",),
-}
 
 # Which packages decide the speed and accuracy of a target's results (nncf makes the INT8 models).
 TARGET_PACKAGES = {"ort": ("onnxruntime", "nncf"), "openvino": ("openvino", "nncf"),
                    "trt": ("tensorrt",), "torch": ("torch",)}
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-JETSON_RELEASE = Path("/etc/nv_tegra_release")
-
-
-def _run(cmd: list[str], timeout: float = 10.0) -> str | None:
-    """stdout of a tool, or None when it is missing, fails or hangs."""
-    if not shutil.which(cmd[0]):
-        return None
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return p.stdout if p.returncode == 0 else None
-
-
-def _read(path: str | Path) -> str | None:
-    try:
-        return Path(path).read_text(errors="replace").replace("\x00", "").strip()
-    except OSError:
-        return None
-
-
-def package_version(name: str) -> str | None:
-    for dist in PACKAGES.get(name, (name,)):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields from /proc/cpuinfo (all processors share model and flags)."""
-    fields: dict[str, str] = {}
-    for line in (_read("/proc/cpuinfo") or "").splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return fields
 
 
 def core_counts() -> dict[str, int | None]:
     """Physical cores (distinct sibling sets among online CPUs), logical CPUs, CPUs this process may use."""
-    siblings = set()
-    for topo in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology/thread_siblings_list"):
-        online = _read(topo.parent.parent / "online")
-        if online in (None, "1"):  # cpu0 has no 'online' file; Jetson power modes switch cores off
-            siblings.add(_read(topo))
+    siblings = {machine.read(cpu, "topology/thread_siblings_list").strip() for cpu in machine.online_cpus()}
+    siblings.discard("")
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"physical": len(siblings) or None, "logical": os.cpu_count(), "usable": usable}
 
 
 def _cpu() -> dict:
-    info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
-    model = info.get("model name") or info.get("Model") or platform.processor() or None
-    return {"model": model, "arch": platform.machine(), "flags": {f: f in flags for f in ISA_FLAGS},
+    info = machine.parse_cpuinfo(machine.read(machine.LIVE, "proc/cpuinfo"))
+    return {"model": info["model"] or platform.processor() or None, "arch": platform.machine(),
+            "flags": {f: f in info["flags"] for f in ISA_FLAGS},
             **{f"{k}_cores": v for k, v in core_counts().items()}}
 
 
@@ -116,88 +58,44 @@ def _threads(threads: int | None) -> dict:
 
 def _os() -> dict:
     distro = None
-    for line in (_read("/etc/os-release") or "").splitlines():
+    for line in machine.read(machine.LIVE, "etc/os-release").splitlines():
         if line.startswith("PRETTY_NAME="):
             distro = line.split("=", 1)[1].strip('"')
     return {"system": platform.system(), "kernel": platform.release(), "distro": distro}
 
 
-def _gpu() -> dict | None:
-    q = "name,driver_version,compute_cap,memory.total"
-    out = _run(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader,nounits"])
-    if out is None:  # older drivers do not know compute_cap
-        q = "name,driver_version,memory.total"
-        out = _run(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader,nounits"])
-    rows = [[c.strip() for c in line.split(",")] for line in (out or "").splitlines() if line.strip()]
+def _gpu(jetson: dict | None) -> dict | None:
     cuda = _cuda_toolkit()
-    if rows:
-        gpu = dict(zip(q.replace(".", "_").split(","), rows[0]))
-        header = _run(["nvidia-smi"]) or ""
-        m = re.search(r"CUDA Version:\s*([\d.]+)", header)
-        return {"name": gpu.get("name"), "driver": gpu.get("driver_version"), "cuda_driver": m and m.group(1),
-                "compute_capability": gpu.get("compute_cap"), "memory_mb": gpu.get("memory_total"),
-                "count": len(rows), "cuda_toolkit": cuda}
-    if JETSON_RELEASE.exists():  # integrated GPU, often without nvidia-smi: the board names it
-        return {"name": _read("/proc/device-tree/model"), "driver": _l4t_release(), "cuda_driver": None,
+    gpus = machine.nvidia_gpus()
+    if gpus:
+        m = re.search(r"CUDA Version:\s*([\d.]+)", machine.run_tool(["nvidia-smi"]) or "")
+        return {"name": gpus[0]["name"], "driver": gpus[0]["driver_version"], "cuda_driver": m and m.group(1),
+                "compute_capability": gpus[0]["compute_cap"], "memory_mb": gpus[0]["memory.total"],
+                "count": len(gpus), "cuda_toolkit": cuda}
+    if jetson is not None:  # integrated GPU, often without nvidia-smi: the board names it
+        return {"name": jetson["model"], "driver": jetson["l4t"], "cuda_driver": None,
                 "compute_capability": None, "memory_mb": None, "count": 1, "cuda_toolkit": cuda}
     return None
 
 
 def _cuda_toolkit() -> str | None:
-    text = _read("/usr/local/cuda/version.json")
+    text = machine.read(machine.LIVE, "usr/local/cuda/version.json")
     if text:
         try:
             return json.loads(text)["cuda"]["version"]
         except (ValueError, KeyError, TypeError):
             pass
-    m = re.search(r"([\d.]+)", _read("/usr/local/cuda/version.txt") or "")
+    m = re.search(r"([\d.]+)", machine.read(machine.LIVE, "usr/local/cuda/version.txt"))
     return m.group(1) if m else None
-
-
-def _l4t_release() -> str | None:
-    """'# R36 (release), REVISION: 3.0, ...' -> 'R36.3.0'."""
-    text = _read(JETSON_RELEASE) or ""
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-    return f"R{m.group(1)}.{m.group(2)}" if m else (text.splitlines()[0] if text else None)
-
-
-def parse_nvpmodel(text: str) -> dict:
-    """`nvpmodel -q` -> {'name': 'MAXN', 'id': 0}."""
-    m = re.search(r"NV Power Mode:\s*(\S+)", text)
-    ids = [line.strip() for line in text.splitlines() if line.strip().isdigit()]
-    return {"name": m.group(1) if m else None, "id": int(ids[0]) if ids else None}
-
-
-def parse_jetson_clocks(text: str) -> bool | None:
-    """`jetson_clocks --show` -> whether clocks are pinned: jetson_clocks sets MinFreq to MaxFreq.
-
-    Looks at every online CPU and the GPU; None when the output has no frequency lines.
-    """
-    pinned = []
-    for line in text.splitlines():
-        m = re.search(r"MinFreq=(\d+)\s+MaxFreq=(\d+)", line)
-        if not m or "Online=0" in line or line.startswith("EMC"):
-            continue
-        pinned.append(m.group(1) == m.group(2))
-    return all(pinned) if pinned else None
-
-
-def _jetson() -> dict | None:
-    if not JETSON_RELEASE.exists():
-        return None
-    nvp = _run(["nvpmodel", "-q"])
-    clocks = _run(["jetson_clocks", "--show"])  # needs root; None otherwise
-    mode = parse_nvpmodel(nvp) if nvp else {"name": None, "id": None}
-    return {"model": _read("/proc/device-tree/model"), "l4t": _l4t_release(), "power_mode": mode["name"],
-            "power_mode_id": mode["id"], "jetson_clocks": parse_jetson_clocks(clocks) if clocks else None}
 
 
 def fingerprint(threads: int | None = None) -> dict:
     """The machine and software, as a JSON-ready dict. `threads`: the runtime threads the bench uses."""
+    jetson = machine.jetson()
     return {"cpu": _cpu(), "threads": _threads(threads), "os": _os(),
             "python": platform.python_version(),
-            "packages": {name: package_version(name) for name in PACKAGES},
-            "gpu": _gpu(), "jetson": _jetson()}
+            "packages": {name: machine.package_version(name) for name in machine.DISTRIBUTIONS},
+            "gpu": _gpu(jetson), "jetson": jetson}
 
 
 def fingerprint_key(env: dict, targets: list[str] | tuple[str, ...] | set[str] | None = None) -> dict:

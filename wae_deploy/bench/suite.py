@@ -26,7 +26,7 @@ from ..export import export
 from ..metrics import evaluate_runner
 from ..models import create_model
 from ..models.flops import baseline_of, count
-from ..targets import get_target
+from ..targets import target_class
 from . import environment
 from . import results as R
 from .latency import measure_interleaved
@@ -83,13 +83,14 @@ def _artifact(onnx_path: Path, target, precision: str, cfg: BenchConfig, log) ->
     """The artifact for (model, target, precision), rebuilt unless it was built from this very ONNX."""
     out = default_artifact(onnx_path, target.name, precision)
     try:
-        if artifact.open(out).manifest["source_sha256"] == checkpoint.sha256(onnx_path):
+        manifest = artifact.open(out).manifest
+        if manifest["source_sha256"] == checkpoint.sha256(onnx_path) and target.same_build(manifest):
             target.load(out).close()  # refuses artifacts of another runtime version or device
             return out
     except UserError:
         pass
     log(f"building {onnx_path.stem} for {target.name} {precision} ...")
-    build(onnx_path, target.name, precision, out, calib_size=cfg.calib_size, log=log)
+    build(onnx_path, target, precision, out, calib_size=cfg.calib_size, log=log)
     return out
 
 
@@ -104,7 +105,8 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
     for b in cfg.batches:
         if b < 1:
             raise UserError(f"batch sizes must be positive, got {b}")
-    targets = [get_target(t) for t in cfg.targets]
+    # TensorRT engines get one optimisation profile per timed batch, tuned (opt) for it.
+    targets = [target_class(t).for_batches(cfg.batches) for t in cfg.targets]
     for t in targets:
         ok, why = t.available()
         if not ok:

@@ -41,9 +41,20 @@ class Runner(ABC):
 class Target(ABC):
     name: str
     precisions: tuple[str, ...]
+    runtime: str             # the package it runs on: doctor checks it where the target itself cannot answer
+    install: str             # the command that installs that package
     # Whether build() takes accuracy_control=(held_out, max_drop_points): NNCF's per-layer
     # search, which keeps the layers that cost most accuracy in float.
     accuracy_control: bool = False
+
+    @classmethod
+    def for_batches(cls, batches) -> Target:
+        """The target set up for timing these batch sizes; only engines tuned per batch (TensorRT) care."""
+        return cls()
+
+    def same_build(self, manifest: dict) -> bool:
+        """Whether an artifact with this manifest is what build() would make now, beyond its source and runtime."""
+        return True
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:

@@ -80,6 +80,8 @@ class OnnxRuntimeRunner(Runner):
 class OnnxRuntimeTarget(Target):
     name = "ort"
     precisions = ("fp32", "int8")
+    runtime = "onnxruntime"
+    install = "pip install wae-deploy"
     accuracy_control = True
 
     def available(self) -> tuple[bool, str]:

@@ -17,9 +17,9 @@ import numpy as np
 
 from .. import artifact, atomic, onnx_meta
 from ..artifact import Artifact
-from ..cpu import cpu_has
 from ..data import ImageSet
 from ..errors import UserError
+from ..machine import cpu_has
 from .base import Runner, Target
 
 XML = "model.xml"
@@ -77,11 +77,13 @@ class OpenVINORunner(Runner):
 class OpenVINOTarget(Target):
     name = "openvino"
     precisions = ("fp32", "bf16", "fp16", "int8")
+    runtime = "openvino"
+    install = "pip install 'wae-deploy[openvino]'"
     accuracy_control = True
 
     def available(self) -> tuple[bool, str]:
         v = _version()
-        return (True, v) if v else (False, "openvino is not installed (pip install 'wae-deploy[openvino]')")
+        return (True, v) if v else (False, f"openvino is not installed ({self.install})")
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None,

@@ -44,6 +44,8 @@ class TorchRunner(Runner):
 class TorchTarget(Target):
     name = "torch"
     precisions = ("fp32",)
+    runtime = "torch"
+    install = "pip install 'wae-deploy[train]'"
 
     def available(self) -> tuple[bool, str]:
         try:
