@@ -39,6 +39,9 @@ def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
         if ckpt.arch.startswith("wae-") and "wae_init" in tc:
             lines.append(f"- split start: {tc['wae_init']} (stage 1: {tc.get('wae_epochs')} epochs, Adam "
                          f"{tc.get('wae_lr', 3e-3):g})")
+        if tc.get("teacher"):
+            lines.append(f"- distilled from `{Path(tc['teacher']).name}` (weight {tc.get('kd_weight', 1.0):g}, "
+                         f"temperature {tc.get('kd_temp', 4.0):g}) in the classifier and joint stages")
     if "top1_main_head" in test:
         lines.append(f"- classifier head alone (I_L alone): top-1 {test['top1_main_head']:.2f}%")
     if "psnr_db" in test:
