@@ -480,9 +480,9 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
     models = models or [_reference(m) for m in SUITES[suite]]
-    given = any(_is_file(m) for m in models)  # e.g. converted released weights: score them
+    given = any(_is_path(m) for m in models)  # e.g. converted released weights: score them
     if suite == "paper":  # architecture names stand for untrained checkpoints (speed only)
-        models = [m if _is_file(m) else _untrained(m, workdir) for m in models]
+        models = [m if _is_path(m) else _untrained(m, workdir) for m in models]
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
                       eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper" or given, workdir=workdir,
                       threads=threads, min_time_s=min_time, suite=suite)
@@ -520,7 +520,7 @@ def _reference(model: str) -> str:
     return str(Path(__file__).resolve().parent.parent / model)
 
 
-def _is_file(model: str) -> bool:
+def _is_path(model: str) -> bool:
     """A checkpoint, ONNX model or artifact folder, as opposed to an architecture name."""
     return model.endswith((".pt", ".onnx")) or Path(model).is_dir()
 

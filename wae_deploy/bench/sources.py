@@ -1,7 +1,8 @@
 """What `bench --models` names, made ready to time: checkpoints, exported ONNX models, built artifacts.
 
-    models = resolve(cfg.models, targets, cfg.workdir, log)   # -> [BenchModel]
-    path = models[0].runs_on(target, precision)               # what to load there, or None
+    models = resolve(cfg.models, targets, cfg.workdir, cfg.data, log)       # -> [BenchModel]
+    path = models[0].runs_on(target, "fp32", cfg.workdir, cfg.calib_size, log)  # what to load there, or None
+    runner = models[0].load(path, target, threads)
 
 A checkpoint is exported into the workdir (torch is imported then, and only then); an ONNX model
 is built for each --target in the workdir; an artifact runs as it is, on its own target and
@@ -116,17 +117,16 @@ def _resolve(model: str, targets: list, workdir: Path, data: str | None, log) ->
 
 def _onnx(path: Path, targets: list, data: str | None) -> BenchModel:
     model = onnx_meta.load_model(path, load_weights=False)  # missing or corrupt: one line
-    try:
-        info = onnx_meta.from_model(model, str(path))
-    except UserError:
+    if not any(p.key.startswith(onnx_meta.PREFIX) for p in model.metadata_props):  # another exporter's
         if data:
             raise UserError(f"{path} has no wae-deploy metadata, so its preprocessing is unknown and --data "
                             "cannot be scored on it; export it with `wae-deploy export`, or leave out --data "
-                            "to time it on synthetic input") from None
+                            "to time it on synthetic input")
         if not set(AS_IS_TARGETS) & {t.name for t in targets}:
             raise UserError(f"{path} has no wae-deploy metadata: it can only be timed as it is, on "
-                            f"{' or '.join(AS_IS_TARGETS)}; export it with `wae-deploy export` to build it") from None
+                            f"{' or '.join(AS_IS_TARGETS)}; export it with `wae-deploy export` to build it")
         return BenchModel(path.stem, "onnx", path, None, None, None, None, input_shape=_input_shape(model, path))
+    info = onnx_meta.from_model(model, str(path))  # malformed metadata: one line
     return _described(BenchModel(path.stem, "onnx", path, info.arch, None, None, info.preprocessing),
                       info.extra, info.config)
 

@@ -77,7 +77,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
                                                            for m in models)] for t in targets}
     for t in targets:
         if not precisions[t.name]:
-            log(f"nothing to time on {t.name}: the artifacts given were built for other targets")
+            log(f"nothing to time on {t.name}: none of the models builds or runs there at the precisions asked")
     peaks = {t.name: measure_peaks(t.name, precisions[t.name], threads) for t in targets
              if t.name in PEAK_RUNTIMES and precisions[t.name]}
     scored = [len(s) for s in eval_sets.values() if s is not None]
