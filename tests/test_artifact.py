@@ -54,3 +54,10 @@ def test_bad_manifests_are_refused_with_one_clear_error(built, edit, match):
     (built.path / artifact.MANIFEST).write_text(json.dumps(edit(built.manifest)))
     with pytest.raises(UserError, match=match):
         artifact.open(built.path, "ort", "1.2.3")
+
+
+def test_an_artifact_built_before_source_metadata_still_opens(built):
+    """Keys added later (artifact.ADDED_KEYS) may be missing from artifacts already on devices."""
+    older = {k: v for k, v in built.manifest.items() if k != "source_metadata"}
+    (built.path / artifact.MANIFEST).write_text(json.dumps(older))
+    assert artifact.open(built.path, "ort", "1.2.3").source_metadata == {}

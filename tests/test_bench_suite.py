@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from wae_deploy.bench import results as R
-from wae_deploy.bench import suite
+from wae_deploy.bench import sources
 from wae_deploy.bench.peak import COMPUTE
 from wae_deploy.bench.suite import BenchConfig, run
 from wae_deploy.cli import main
@@ -112,8 +112,8 @@ def test_second_run_reuses_exports_and_artifacts(first, ckpts, workdir, monkeypa
     def refuse(*_a, **_k):
         raise AssertionError("rebuilt although the artifact was up to date")
 
-    monkeypatch.setattr(suite, "build", refuse)
-    monkeypatch.setattr(suite, "export", refuse)
+    monkeypatch.setattr(sources, "build", refuse)
+    monkeypatch.setattr("wae_deploy.export.export", refuse)
     lines = []
     again = run(config(ckpts, workdir), log=lines.append)
     assert not any(line.startswith(("building", "exporting")) for line in lines), lines

@@ -136,6 +136,10 @@ def test_metadata_round_trip(exports, ckpts, key):
     assert info.config["num_classes"] == 10 and info.config["input_size"] == 32
     assert info.config["decomposition"] == ("wae" if key == "wae" else "plain")
     assert info.extra["metrics"] == ckpt.metrics.get("test", {})
+    # multiply-adds per 32x32 image, counted at export so that bench needs no torch: ResNet-20 by hand,
+    # WAE-ResNet-20 as `wae-deploy flops wae-resnet20` prints it (derivation: tests/test_bench_artifacts.py)
+    assert info.extra["macs"] == {"wae": 16_272_256, "plain": 40_813_184}[key]
+    assert info.extra["baseline_arch"] == "resnet20"
     # the manifest records the same metadata the file carries
     props = {p.key: p.value for p in onnx.load(str(exports[key].path)).metadata_props}
     assert exports[key].manifest["metadata"] == {k: v for k, v in props.items() if k.startswith(onnx_meta.PREFIX)}

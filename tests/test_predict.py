@@ -25,8 +25,9 @@ from wae_deploy.errors import UserError
 # Imported by a device: none of these may pull in torch, train.py or checkpoint.py.
 RUNTIME_MODULES = ["wae_deploy", "wae_deploy.artifact", "wae_deploy.predict", "wae_deploy.build",
                    "wae_deploy.targets.onnxruntime", "wae_deploy.targets.openvino", "wae_deploy.targets.trt",
-                   "wae_deploy.bench.latency", "wae_deploy.bench.gate", "wae_deploy.bench.report", "wae_deploy.cli",
-                   "wae_deploy.machine", "wae_deploy.doctor", "wae_deploy.bench.environment"]
+                   "wae_deploy.bench.latency", "wae_deploy.bench.gate", "wae_deploy.bench.report",
+                   "wae_deploy.bench.suite", "wae_deploy.cli", "wae_deploy.machine", "wae_deploy.doctor",
+                   "wae_deploy.bench.environment"]
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 
 
@@ -187,9 +188,9 @@ def test_api_accuracy_on_real_test_images(work, readme_output, cifar_test):
     assert top1 > 0.7, top1  # the reference WAE-ResNet-20 scores 80% on the whole split
 
 
-def test_api_bench_returns_the_results_of_a_real_run(work, readme_output, tmp_path):
+def test_api_bench_returns_the_results_of_a_real_run(work, readme_output, tmp_path, data_root):
     results = wd.bench(["ort"], [work / "wae.onnx"], precisions=["fp32"], batches=[1], eval_size=100, threads=1,
-                       min_time_s=0.2, min_iters=5, workdir=tmp_path)
+                       min_time_s=0.2, min_iters=5, workdir=tmp_path, data=str(data_root))
     (entry,) = results["entries"]
     assert (entry["model"], entry["target"], entry["precision"], entry["batch"]) == ("wae", "ort", "fp32", 1)
     assert entry["accuracy"]["top1"] > 60 and entry["accuracy"]["n"] == 100

@@ -27,7 +27,10 @@ SCHEMA_VERSION = 1
 # per-target cases; what only one runtime knows (GPU, cache key, compute precision) is in "details".
 KEYS = ("format", "schema_version", "target", "precision", "runtime_version", "arch", "classes", "preprocessing",
         "source", "source_sha256", "wae_deploy_version", "tool_versions", "created", "calibration",
-        "keep_float", "accuracy_control", "accuracy_bound", "executed", "note", "details", "build_seconds")
+        "keep_float", "accuracy_control", "accuracy_bound", "executed", "note", "details", "build_seconds",
+        "source_metadata")
+# Keys added after schema 1 shipped: written by every build, tolerated when missing from older artifacts.
+ADDED_KEYS = ("source_metadata",)
 _TOOLS = ("onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "torch")
 
 
@@ -48,7 +51,8 @@ def new_manifest(onnx_path: Path, info, target: str, precision: str, runtime_ver
                 "source_sha256": sha256(onnx_path), "wae_deploy_version": __version__,
                 "tool_versions": tool_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "calibration": None, "keep_float": [], "accuracy_control": False, "accuracy_bound": None,
-                "executed": {}, "note": None, "details": {}, "build_seconds": None}
+                "executed": {}, "note": None, "details": {}, "build_seconds": None,
+                "source_metadata": dict(info.extra)}
     return {**manifest, **fields}
 
 
@@ -78,6 +82,12 @@ class Artifact:
     @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing.from_dict(self.manifest["preprocessing"])
+
+    @property
+    def source_metadata(self) -> dict:
+        """The source ONNX's extra metadata (onnx_meta.ModelInfo.extra: macs, baseline_arch, ...); {} if older."""
+        meta = self.manifest.get("source_metadata")
+        return dict(meta) if isinstance(meta, dict) else {}
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -137,7 +147,7 @@ def open(path: str | Path, target: str | None = None, runtime_version: str | Non
         raise UserError(f"{path} was built by an older wae-deploy (manifest schema "
                         f"{manifest.get('schema_version', 'none')}, this one reads {SCHEMA_VERSION}); "
                         "rebuild it with `wae-deploy build`")
-    missing = [k for k in KEYS if k not in manifest]
+    missing = [k for k in KEYS if k not in manifest and k not in ADDED_KEYS]
     if missing:
         raise UserError(f"corrupt artifact manifest: {file} lacks {', '.join(missing)}")
     if not isinstance(manifest["classes"], list) or not isinstance(manifest["preprocessing"], dict):

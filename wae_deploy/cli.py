@@ -440,14 +440,15 @@ SUITES = {
 
 @main.command()
 @click.option("--target", "targets", multiple=True, required=True, help="ort, openvino, trt, torch (repeatable).")
-@click.option("--models", callback=_csv(str), help="Checkpoints or ONNX models, comma-separated "
-              "[default: the --suite's].")
+@click.option("--models", callback=_csv(str), help="Checkpoints, ONNX models or artifact folders, comma-separated "
+              "[default: the --suite's]. An artifact runs on its own target and precision.")
 @click.option("--suite", type=click.Choice(list(SUITES)), default="cifar10", show_default=True,
               help="cifar10 / imagenette: the reference checkpoints; paper: untrained 224-pixel VGG16/ResNet-50 "
               "(speed only; checkpoints among --models are scored too).")
 @click.option("--precision", "precisions", callback=_csv(str), help="Comma-separated [default: all the target builds].")
 @click.option("--batch", "batches", callback=_csv(int), default="1,8", show_default=True)
-@click.option("--data", type=click.Path(), help="Evaluation images [default: the models' test split].")
+@click.option("--data", type=click.Path(), help="Evaluation images [default: a checkpoint's test split; ONNX "
+              "models and artifacts are timed on synthetic input, without accuracy].")
 @click.option("--eval-size", type=int, help="Evaluate on a sample of this many images [default: all].")
 @click.option("--calib-size", default=300, show_default=True)
 @click.option("--workdir", type=click.Path(), default="build/bench", show_default=True)
@@ -464,7 +465,11 @@ SUITES = {
 @click.option("--update", is_flag=True, help="Write this run as the new recorded baseline (--compare's file).")
 def bench(targets, models, suite, precisions, batches, data, eval_size, calib_size, workdir, threads, min_time,
           out, markdown, plot, junit, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update):
-    """Measure accuracy and interleaved latency of WAE models against their baselines; gate on regressions."""
+    """Measure accuracy and interleaved latency of WAE models against their baselines; gate on regressions.
+
+    Checkpoints are exported and built in --workdir for each --target; ONNX models are built there too;
+    artifact folders run as they are on their own target.
+    """
     from .bench import gate as G
     from .bench import report
     from .bench import results as R
@@ -475,9 +480,9 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
     models = models or [_reference(m) for m in SUITES[suite]]
-    given = any(m.endswith((".pt", ".onnx")) for m in models)  # e.g. converted released weights: score them
+    given = any(_is_path(m) for m in models)  # e.g. converted released weights: score them
     if suite == "paper":  # architecture names stand for untrained checkpoints (speed only)
-        models = [m if m.endswith((".pt", ".onnx")) else _untrained(m, workdir) for m in models]
+        models = [m if _is_path(m) else _untrained(m, workdir) for m in models]
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
                       eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper" or given, workdir=workdir,
                       threads=threads, min_time_s=min_time, suite=suite)
@@ -513,6 +518,11 @@ def _reference(model: str) -> str:
     if not model.startswith("models/") or Path(model).is_file():
         return model
     return str(Path(__file__).resolve().parent.parent / model)
+
+
+def _is_path(model: str) -> bool:
+    """A checkpoint, ONNX model or artifact folder, as opposed to an architecture name."""
+    return model.endswith((".pt", ".onnx")) or Path(model).is_dir()
 
 
 def _untrained(arch: str, workdir: Path) -> str:

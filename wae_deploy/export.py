@@ -26,6 +26,7 @@ from . import Step, __version__, atomic, checkpoint, onnx_meta
 from .data import default_data_root, load_split
 from .errors import UserError
 from .models import Decomposed
+from .models.flops import baseline_of, count
 
 sys.modules[__name__].__class__ = Step  # `wd.export(...)`: see wae_deploy.Step
 MIN_OPSET = 18  # the dynamo exporter's floor; older opsets need the retired TorchScript path
@@ -187,6 +188,8 @@ def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MI
         config={**ckpt.config, "decomposition": getattr(model, "kind", "plain")},
         checkpoint_sha256=checkpoint.sha256(ckpt_path), version=__version__,
         extra={"metrics": ckpt.metrics.get("test", {}),
+               # so that `bench` can report GFLOP/s and pair a WAE with its baseline without torch
+               "macs": count(model, size).total_macs, "baseline_arch": baseline_of(ckpt.arch),
                **({"untrained": True} if ckpt.metrics.get("untrained") else {})})
 
     final, used, note = raw, "none", None

@@ -24,7 +24,7 @@ class ModelInfo:
     config: dict
     checkpoint_sha256: str
     version: str
-    extra: dict
+    extra: dict  # metrics, untrained; macs (per image) and baseline_arch, counted at export
 
     def to_props(self) -> dict[str, str]:
         props = {"arch": self.arch, "classes": json.dumps(self.classes),
