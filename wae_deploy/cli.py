@@ -103,6 +103,7 @@ def main():
 @click.option("--kd-temp", default=4.0, show_default=True, help="Softmax temperature of the distillation loss.")
 @click.option("--limit-batches", type=int, hidden=True)
 @click.option("--limit-eval", type=int, hidden=True)
+@click.option("--step-log", type=click.Path(), hidden=True, help="Append each step's global-batch loss (JSON lines).")
 @click.option("--resume", is_flag=True, help="Continue from <out>.train-state.pt.")
 def train(arch, data, out, threads, nproc, **kw):
     """Train a WAE model (three stages) or a baseline; writes a checkpoint and a model card."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import time
@@ -71,6 +72,7 @@ class TrainConfig:
     teacher: str | None = None    # a checkpoint whose logits the classifier stages also learn (distillation)
     kd_weight: float = 1.0        # weight of the distillation term
     kd_temp: float = 4.0          # softmax temperature of the distillation term
+    step_log: str | None = None   # append each step's global-batch loss here, one JSON line (checks)
     resume: bool = False
 
 
@@ -284,6 +286,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
     ctx = distributed.setup(cfg.device)
     try:
         return _train(cfg, kind, family, ctx, log if ctx.main else (lambda _: None), progress if ctx.main else None)
+    except torch.distributed.DistError as e:
+        raise distributed.peer_lost(e, ctx) from e
     finally:
         distributed.teardown(ctx)
 
@@ -327,18 +331,7 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
     history, elapsed, start_stage, start_epoch, state = [], 0.0, 0, 0, None
     state_file = _state_path(cfg.out)
     if cfg.resume:
-        # Every rank reads the state rank 0 wrote (so -o must be on storage all nodes share).
-        if not state_file.is_file():
-            raise UserError(f"--resume: no training state at {state_file}")
-        try:
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable state is one clean error
-            raise UserError(f"--resume: unreadable training state {state_file}") from e
-        saved = state["config"]
-        for key in ("arch", "epochs", "wae_epochs", "joint_epochs", "seed", "batch_size", "lr", "wae_init",
-                    "teacher", "kd_weight", "kd_temp"):
-            if saved.get(key) != getattr(cfg, key):
-                raise UserError(f"--resume: {key} was {saved.get(key)!r}, now {getattr(cfg, key)!r}")
+        state = distributed.from_main(lambda: _read_state(cfg, state_file), ctx)
         model.load_state_dict(state["model"])
         history, elapsed = state["history"], state["elapsed"]
         start_stage, start_epoch = state["stage_index"], state["epoch_in_stage"]
@@ -365,6 +358,7 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
             order = torch.randperm(len(train_set), generator=gen)
             model.train()
             totals = {"loss": 0.0, "correct": 0, "seen": 0}
+            step_sums, step_sizes = [], []  # each step's loss summed over this rank's images; global batch sizes
             task = (progress.add_task(f"{cfg.arch} {stage} {epoch + 1}/{n_epochs}", total=steps_per_epoch)
                     if progress else None)
             for step in range(steps_per_epoch):
@@ -390,7 +384,9 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                totals["loss"] += loss.item() * len(idx)
+                step_sums.append(loss.item() * len(idx))
+                step_sizes.append(len(batch))
+                totals["loss"] += step_sums[-1]
                 totals["seen"] += len(idx)
                 if logits is not None:
                     totals["correct"] += int((logits.argmax(1) == y).sum())
@@ -399,8 +395,8 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
                                     f"loss {totals['loss'] / totals['seen']:.3f}")
             if progress:
                 progress.remove_task(task)
-            loss_sum, correct, seen = distributed.sum_over_ranks(
-                [totals["loss"], totals["correct"], totals["seen"]], ctx)
+            loss_sum, correct, seen, *step_sums = distributed.sum_over_ranks(
+                [totals["loss"], totals["correct"], totals["seen"], *step_sums], ctx)
             elapsed += time.perf_counter() - t0
             last = epoch + 1 == n_epochs
             global_epoch += 1
@@ -414,6 +410,8 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
             row["elapsed_s"] = round(elapsed, 1)
             history.append(row)
             log(_format_row(row))
+            if cfg.step_log:
+                _append_steps(cfg.step_log, stage, epoch + 1, [t / n for t, n in zip(step_sums, step_sizes)])
             ckpt = _checkpoint(cfg, model, train_set.classes, spec, result, history, elapsed, root)
             checkpoint.save(ckpt, cfg.out)
             next_stage, next_epoch = (si + 1, 0) if last else (si, epoch + 1)
@@ -428,6 +426,21 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
         raise UserError("nothing to train: every stage has zero epochs")
     state_file.unlink(missing_ok=True)
     return checkpoint.load(cfg.out)
+
+
+def _read_state(cfg: TrainConfig, state_file: Path) -> dict:
+    if not state_file.is_file():
+        raise UserError(f"--resume: no training state at {state_file}")
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable state is one clean error
+        raise UserError(f"--resume: unreadable training state {state_file}") from e
+    saved = state["config"]
+    for key in ("arch", "epochs", "wae_epochs", "joint_epochs", "seed", "batch_size", "lr", "wae_init",
+                "teacher", "kd_weight", "kd_temp"):
+        if saved.get(key) != getattr(cfg, key):
+            raise UserError(f"--resume: {key} was {saved.get(key)!r}, now {getattr(cfg, key)!r}")
+    return state
 
 
 def _teacher(cfg: TrainConfig, spec: Preprocessing, classes: list[str], dev) -> torch.nn.Module | None:
@@ -446,6 +459,12 @@ def _teacher(cfg: TrainConfig, spec: Preprocessing, classes: list[str], dev) -> 
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _append_steps(path: str, stage: str, epoch: int, losses: list[float]) -> None:
+    with open(path, "a") as f:
+        f.writelines(json.dumps({"stage": stage, "epoch": epoch, "step": i + 1, "loss": v}) + "\n"
+                     for i, v in enumerate(losses))
 
 
 def _format_row(row: dict) -> str:
