@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,6 +74,9 @@ class TrainConfig:
     kd_weight: float = 1.0        # weight of the distillation term
     kd_temp: float = 4.0          # softmax temperature of the distillation term
     step_log: str | None = None   # append each step's global-batch loss here, one JSON line (checks)
+    stream: bool = False          # decode an ImageNet layout on the fly in worker processes (stream.py)
+    workers: int = 2              # --stream: decoding processes per rank
+    max_bad_images: int = 10      # --stream: images that fail to decode are skipped up to this many
     resume: bool = False
 
 
@@ -144,15 +148,19 @@ class Normalizer:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: ImageSet, spec: Preprocessing, batch: int = 500,
+def evaluate(model: torch.nn.Module, data, spec: Preprocessing, batch: int = 500,
              device: torch.device | str = "cpu") -> dict:
-    """Top-1/top-5 in FP32; for WAE/DWT models also the classifier head alone and split stats."""
+    """Top-1/top-5 in FP32; for WAE/DWT models also the classifier head alone and split stats.
+    `data`: an ImageSet, or (N x 3 x H x W uint8 tensor, labels) batches (stream.eval_batches)."""
     model.eval()
     norm = Normalizer(spec)
-    images = torch.from_numpy(data.images).permute(0, 3, 1, 2)
-    logits, main_logits, stats = [], [], []
-    for i in range(0, len(data), batch):
-        x = norm(images[i:i + batch]).to(device)
+    if isinstance(data, ImageSet):
+        images = torch.from_numpy(data.images).permute(0, 3, 1, 2)
+        data = ((images[i:i + batch], data.labels[i:i + batch]) for i in range(0, len(data), batch))
+    logits, main_logits, stats, labels = [], [], [], []
+    for i, (pixels, y) in enumerate(data):
+        labels.append(y)
+        x = norm(pixels).to(device)
         if isinstance(model, Decomposed):
             low, high = model.decompose(x)
             main, fusion = model.heads(low, high)
@@ -162,9 +170,10 @@ def evaluate(model: torch.nn.Module, data: ImageSet, spec: Preprocessing, batch:
                 stats.append(decomposition_stats(x, low, high, model.decoder(low, high), spec.unit_std))
         else:
             logits.append(model(x).cpu())
-    result = accuracy(torch.cat(logits).numpy(), data.labels)
+    labels = np.concatenate(labels)
+    result = accuracy(torch.cat(logits).numpy(), labels)
     if main_logits:
-        head = accuracy(torch.cat(main_logits).numpy(), data.labels)
+        head = accuracy(torch.cat(main_logits).numpy(), labels)
         result["top1_main_head"], result["top5_main_head"] = head["top1"], head["top5"]
     if stats:
         result.update(stats[0])
@@ -302,9 +311,18 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
     # Photo models train on random-resized crops of a larger decode; CIFAR on padded crops.
     train_spec = (dataclasses.replace(spec, resize=family.train_size, crop=family.train_size)
                   if family.train_size else spec)
-    train_set, test_set = load_split(root, "train", train_spec), load_split(root, "test", spec)
-    if cfg.limit_eval:
-        test_set = test_set.sample(cfg.limit_eval, seed=cfg.seed)
+    if cfg.stream:
+        from . import stream
+        train_set, test_set = stream.list_split(root, "train"), stream.list_split(root, "test")
+        if cfg.limit_eval and cfg.limit_eval < len(test_set):
+            keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(test_set))[:cfg.limit_eval])
+            test_set = stream.FileList([test_set.files[i] for i in keep], test_set.labels[keep], test_set.classes)
+        bad = stream.BadImages(cfg.max_bad_images)
+        streamed = stream.StreamSet(train_set, spec, train=True, seed=cfg.seed)
+    else:
+        train_set, test_set = load_split(root, "train", train_spec), load_split(root, "test", spec)
+        if cfg.limit_eval:
+            test_set = test_set.sample(cfg.limit_eval, seed=cfg.seed)
     if len(train_set.classes) != len(test_set.classes):
         raise UserError(f"train and test splits of {root} have different classes")
     num_classes = len(train_set.classes)
@@ -318,7 +336,8 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
     teacher = _teacher(cfg, spec, train_set.classes, dev)
     plan = stages(cfg)
     norm = Normalizer(spec)
-    images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous()
+    if not cfg.stream:
+        images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(train_set.labels)
     # A last global batch too small to give every rank an image is dropped (one process keeps it).
     full, rest = divmod(len(train_set), cfg.batch_size)
@@ -361,16 +380,27 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
             step_sums, step_sizes = [], []  # each step's loss summed over this rank's images; global batch sizes
             task = (progress.add_task(f"{cfg.arch} {stage} {epoch + 1}/{n_epochs}", total=steps_per_epoch)
                     if progress else None)
-            for step in range(steps_per_epoch):
-                batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            batches = [order[step * cfg.batch_size:(step + 1) * cfg.batch_size] for step in range(steps_per_epoch)]
+            if cfg.stream:
+                streamed.epoch = global_epoch
+                decoded = iter(stream.loader(streamed, [distributed.shard(b, ctx)[1].tolist() for b in batches],
+                                             cfg.workers))
+            for batch in batches:
                 start, idx = distributed.shard(batch, ctx)
                 part = (start, len(batch))
-                if family.train_size:
+                if cfg.stream:  # cropped and flipped in the workers; some images may have failed
+                    pixels, y, failed = next(decoded)
+                    bad(failed)
+                    if not len(y):
+                        raise UserError(f"no image of a batch could be decoded (stage {stage}, epoch {epoch + 1})")
+                    idx = y  # counts below are of the images that decoded
+                    x = norm(pixels.to(dev))
+                elif family.train_size:
                     x = random_resized_crop(norm(images[idx].to(dev)), spec.crop, gen, part=part)
                 else:
                     x = norm(augment(images[idx], gen, part=part).to(dev))
                 x = x.contiguous(memory_format=torch.channels_last)
-                y = labels[idx].to(dev)
+                y = (y if cfg.stream else labels[idx]).to(dev)
                 with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
                     loss, logits = step_loss(x, y)
                 if not torch.isfinite(loss):
@@ -405,7 +435,8 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
             row = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / seen,
                    "train_top1": 100.0 * correct / seen if correct else None}
             if last or result is None or (epoch + 1) % cfg.eval_every == 0:
-                result = evaluate(model, test_set, spec, device=dev)
+                result = evaluate(model, stream.eval_batches(test_set, spec, 500, cfg.workers, bad) if cfg.stream
+                                  else test_set, spec, device=dev)
                 row.update({k: v for k, v in result.items() if k != "n"})
             row["elapsed_s"] = round(elapsed, 1)
             history.append(row)
