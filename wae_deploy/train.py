@@ -154,11 +154,12 @@ def evaluate(model: torch.nn.Module, data, spec: Preprocessing, batch: int = 500
     `data`: an ImageSet, or (N x 3 x H x W uint8 tensor, labels) batches (stream.eval_batches)."""
     model.eval()
     norm = Normalizer(spec)
+    batches = data
     if isinstance(data, ImageSet):
         images = torch.from_numpy(data.images).permute(0, 3, 1, 2)
-        data = ((images[i:i + batch], data.labels[i:i + batch]) for i in range(0, len(data), batch))
+        batches = ((images[i:i + batch], data.labels[i:i + batch]) for i in range(0, len(data), batch))
     logits, main_logits, stats, labels = [], [], [], []
-    for i, (pixels, y) in enumerate(data):
+    for i, (pixels, y) in enumerate(batches):
         labels.append(y)
         x = norm(pixels).to(device)
         if isinstance(model, Decomposed):
