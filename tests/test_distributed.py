@@ -104,6 +104,7 @@ def test_a_killed_rank_fails_the_run_and_resume_continues_it(tmp_path):
     assert all(abs(ra["train_loss"] - rb["train_loss"]) < 1e-5 for ra, rb in zip(ha, hb))
 
 
+@pytest.mark.slow
 def test_resume_without_state_is_one_line_from_all_ranks(tmp_path):
     data = write_images(tmp_path / "data" / "train", classes=2, per_class=2).parent
     write_images(data / "val", classes=2, per_class=1)

@@ -93,6 +93,7 @@ def _config(root, out, **kw):
                        lr=0.05, amp="off", device="cpu", **kw)
 
 
+@pytest.mark.slow
 def test_streamed_training_skips_a_bad_image_and_fails_past_the_limit(tmp_path, capsys):
     root = imagenet_tree(tmp_path / "d")
     (root / "train" / "n02" / "n02_3.JPEG").write_bytes(b"\xff\xd8 not a jpeg")

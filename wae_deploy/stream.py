@@ -180,8 +180,7 @@ class BadImages:
 def loader(dataset: StreamSet, batches, workers: int):
     """A DataLoader over `batches` (lists of indices: this rank's slice of each global batch)."""
     from torch.utils.data import DataLoader
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
-                      persistent_workers=False, prefetch_factor=2 if workers else None)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate)
 
 
 def eval_batches(data: FileList, spec: Preprocessing, batch: int, workers: int, bad: BadImages) -> Iterator:
