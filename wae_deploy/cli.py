@@ -101,8 +101,15 @@ def main():
 @click.option("--teacher", type=click.Path(), help="Distil from this checkpoint's logits (same classes and input).")
 @click.option("--kd-weight", default=1.0, show_default=True, help="Weight of the distillation loss.")
 @click.option("--kd-temp", default=4.0, show_default=True, help="Softmax temperature of the distillation loss.")
+@click.option("--stream", is_flag=True, help="Decode an ImageNet layout (train/<class>/, val/) on the fly in "
+              "worker processes instead of into memory (data sets that do not fit in memory).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(0),
+              help="--stream: decoding processes per training process.")
+@click.option("--max-bad-images", default=10, show_default=True, type=click.IntRange(0),
+              help="--stream: undecodable images are skipped with a warning up to this many, then the run fails.")
 @click.option("--limit-batches", type=int, hidden=True)
 @click.option("--limit-eval", type=int, hidden=True)
+@click.option("--step-log", type=click.Path(), hidden=True, help="Append each step's global-batch loss (JSON lines).")
 @click.option("--resume", is_flag=True, help="Continue from <out>.train-state.pt.")
 def train(arch, data, out, threads, nproc, **kw):
     """Train a WAE model (three stages) or a baseline; writes a checkpoint and a model card."""

@@ -13,13 +13,26 @@ are those of one process; see train.py for how the losses are weighted to match 
 from __future__ import annotations
 
 import datetime
+import glob
+import logging
 import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .errors import UserError
+
+T = TypeVar("T")
+# Exit statuses of ranks that did not cause a failure: one stopped by the launcher (SIGTERM, after
+# another rank failed), one whose collective failed because a peer was gone. The launcher reports
+# the rank that failed for another reason.
+STOPPED, PEER_LOST = 143, 75
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,34 @@ def setup(device: str, timeout_s: float = 1800) -> Context:
         dev = torch.device("cpu")
     dist.init_process_group("nccl" if kind == "cuda" else "gloo",
                             timeout=datetime.timedelta(seconds=timeout_s))
+    signal.signal(signal.SIGTERM, _stopped)  # unwind (removing partial files) when the launcher ends this rank
     return Context(dev, rank, world)
+
+
+def _stopped(signum, frame):
+    raise SystemExit(STOPPED)
+
+
+def peer_lost(e: Exception, ctx: Context) -> UserError:
+    return UserError(f"rank {ctx.rank}: a collective failed, another rank is gone ({type(e).__name__})",
+                     exit_code=PEER_LOST)
+
+
+def from_main(make: Callable[[], T], ctx: Context) -> T:
+    """`make()` on rank 0, its result (or its UserError) on every rank: all ranks start from what
+    rank 0 read, and a bad input fails them all alike instead of leaving some waiting."""
+    if ctx.world == 1:
+        return make()
+    box: list = [None]
+    if ctx.main:
+        try:
+            box[0] = ("ok", make())
+        except UserError as e:
+            box[0] = ("error", str(e), e.exit_code)
+    dist.broadcast_object_list(box, src=0)
+    if box[0][0] == "error":
+        raise UserError(box[0][1], exit_code=box[0][2])
+    return box[0][1]
 
 
 def teardown(ctx: Context) -> None:
@@ -113,18 +153,38 @@ def wrap(module: torch.nn.Module, ctx: Context) -> torch.nn.Module:
 
 def launch(nproc: int, argv: list[str]) -> None:
     """Run `python -m wae_deploy <argv>` on `nproc` local ranks through torch.distributed.run
-    (torchrun --standalone); a rank that fails ends the others and the run."""
+    (torchrun --standalone). The ranks' stderr goes to files: after a success rank 0's is shown;
+    after a failure, one line from the rank that failed first (torchrun stops the others)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc),
-                                         "--module", "wae_deploy", *argv])
+    for name in list(logging.root.manager.loggerDict):  # torchrun's own warnings and failure boxes
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    with tempfile.TemporaryDirectory(prefix="wae-deploy-ranks-") as logs:
+        args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "--log-dir", logs,
+                                             "--redirects", "2", "--module", "wae_deploy", *argv])
+        try:
+            run(args)
+        except ChildFailedError as e:
+            rank, failure = min(e.failures.items(),
+                                key=lambda kv: (kv[1].exitcode in (STOPPED, PEER_LOST), kv[1].timestamp, kv[0]))
+            said = [line for line in _stderr(logs, rank).splitlines() if line.startswith("error: ")]
+            if said:
+                raise UserError(f"rank {rank}: {said[-1][len('error: '):]}",
+                                exit_code=2 if failure.exitcode == 2 else 1) from e
+            how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
+                   else f"exited with {failure.exitcode}")
+            raise UserError(f"distributed training failed: rank {rank} {how}; the other ranks were stopped "
+                            "(--resume continues from the last finished epoch)", exit_code=1) from e
+        sys.stderr.write(_stderr(logs, 0))
+
+
+def _stderr(logs: str, rank: int) -> str:
+    """What local rank `rank` wrote to stderr (torchrun's layout: <run>/attempt_<n>/<rank>/stderr.log)."""
+    paths = sorted(glob.glob(os.path.join(logs, "*", "attempt_*", str(rank), "stderr.log")))
     try:
-        run(args)
-    except ChildFailedError as e:
-        failures = e.failures
-        rank = min(failures)
-        code = failures[rank].exitcode
-        raise UserError(f"distributed training failed: rank {rank} exited with {code} "
-                        f"({len(failures)} of {nproc} ranks failed; see its error above)",
-                        exit_code=2 if code == 2 else 1) from e
+        with open(paths[-1], errors="replace") as f:
+            return f.read()
+    except (IndexError, OSError):
+        return ""

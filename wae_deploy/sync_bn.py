@@ -36,7 +36,7 @@ class GlooSyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16 (autocast) in FP32
         # Sums in FP64: the variance as E[x^2] - mean^2 loses digits in FP32 where the mean is large.
         xd = xf.double()
         count = torch.full((1,), xd.numel() // xd.shape[1], dtype=xd.dtype)
@@ -44,8 +44,8 @@ class GlooSyncBatchNorm2d(nn.BatchNorm2d):
         c = xf.shape[1]
         n = stats[-1]
         mean64 = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean64 * mean64).clamp(min=0).float()  # biased, as used for normalising
-        mean = mean64.float()
+        var = (stats[c:2 * c] / n - mean64 * mean64).clamp(min=0).to(xf.dtype)  # biased, as used for normalising
+        mean = mean64.to(xf.dtype)
         if self.track_running_stats:
             self.num_batches_tracked += 1
             momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import time
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +73,10 @@ class TrainConfig:
     teacher: str | None = None    # a checkpoint whose logits the classifier stages also learn (distillation)
     kd_weight: float = 1.0        # weight of the distillation term
     kd_temp: float = 4.0          # softmax temperature of the distillation term
+    step_log: str | None = None   # append each step's global-batch loss here, one JSON line (checks)
+    stream: bool = False          # decode an ImageNet layout on the fly in worker processes (stream.py)
+    workers: int = 2              # --stream: decoding processes per rank
+    max_bad_images: int = 10      # --stream: images that fail to decode are skipped up to this many
     resume: bool = False
 
 
@@ -142,15 +148,20 @@ class Normalizer:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: ImageSet, spec: Preprocessing, batch: int = 500,
+def evaluate(model: torch.nn.Module, data, spec: Preprocessing, batch: int = 500,
              device: torch.device | str = "cpu") -> dict:
-    """Top-1/top-5 in FP32; for WAE/DWT models also the classifier head alone and split stats."""
+    """Top-1/top-5 in FP32; for WAE/DWT models also the classifier head alone and split stats.
+    `data`: an ImageSet, or (N x 3 x H x W uint8 tensor, labels) batches (stream.eval_batches)."""
     model.eval()
     norm = Normalizer(spec)
-    images = torch.from_numpy(data.images).permute(0, 3, 1, 2)
-    logits, main_logits, stats = [], [], []
-    for i in range(0, len(data), batch):
-        x = norm(images[i:i + batch]).to(device)
+    batches = data
+    if isinstance(data, ImageSet):
+        images = torch.from_numpy(data.images).permute(0, 3, 1, 2)
+        batches = ((images[i:i + batch], data.labels[i:i + batch]) for i in range(0, len(data), batch))
+    logits, main_logits, stats, labels = [], [], [], []
+    for i, (pixels, y) in enumerate(batches):
+        labels.append(y)
+        x = norm(pixels).to(device)
         if isinstance(model, Decomposed):
             low, high = model.decompose(x)
             main, fusion = model.heads(low, high)
@@ -160,9 +171,10 @@ def evaluate(model: torch.nn.Module, data: ImageSet, spec: Preprocessing, batch:
                 stats.append(decomposition_stats(x, low, high, model.decoder(low, high), spec.unit_std))
         else:
             logits.append(model(x).cpu())
-    result = accuracy(torch.cat(logits).numpy(), data.labels)
+    labels = np.concatenate(labels)
+    result = accuracy(torch.cat(logits).numpy(), labels)
     if main_logits:
-        head = accuracy(torch.cat(main_logits).numpy(), data.labels)
+        head = accuracy(torch.cat(main_logits).numpy(), labels)
         result["top1_main_head"], result["top5_main_head"] = head["top1"], head["top5"]
     if stats:
         result.update(stats[0])
@@ -284,6 +296,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
     ctx = distributed.setup(cfg.device)
     try:
         return _train(cfg, kind, family, ctx, log if ctx.main else (lambda _: None), progress if ctx.main else None)
+    except torch.distributed.DistError as e:
+        raise distributed.peer_lost(e, ctx) from e
     finally:
         distributed.teardown(ctx)
 
@@ -298,9 +312,18 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
     # Photo models train on random-resized crops of a larger decode; CIFAR on padded crops.
     train_spec = (dataclasses.replace(spec, resize=family.train_size, crop=family.train_size)
                   if family.train_size else spec)
-    train_set, test_set = load_split(root, "train", train_spec), load_split(root, "test", spec)
-    if cfg.limit_eval:
-        test_set = test_set.sample(cfg.limit_eval, seed=cfg.seed)
+    if cfg.stream:
+        from . import stream
+        train_set, test_set = stream.list_split(root, "train"), stream.list_split(root, "test")
+        if cfg.limit_eval and cfg.limit_eval < len(test_set):
+            keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(test_set))[:cfg.limit_eval])
+            test_set = stream.FileList([test_set.files[i] for i in keep], test_set.labels[keep], test_set.classes)
+        bad = stream.BadImages(cfg.max_bad_images)
+        streamed = stream.StreamSet(train_set, spec, train=True, seed=cfg.seed)
+    else:
+        train_set, test_set = load_split(root, "train", train_spec), load_split(root, "test", spec)
+        if cfg.limit_eval:
+            test_set = test_set.sample(cfg.limit_eval, seed=cfg.seed)
     if len(train_set.classes) != len(test_set.classes):
         raise UserError(f"train and test splits of {root} have different classes")
     num_classes = len(train_set.classes)
@@ -314,7 +337,8 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
     teacher = _teacher(cfg, spec, train_set.classes, dev)
     plan = stages(cfg)
     norm = Normalizer(spec)
-    images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous()
+    if not cfg.stream:
+        images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(train_set.labels)
     # A last global batch too small to give every rank an image is dropped (one process keeps it).
     full, rest = divmod(len(train_set), cfg.batch_size)
@@ -327,18 +351,7 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
     history, elapsed, start_stage, start_epoch, state = [], 0.0, 0, 0, None
     state_file = _state_path(cfg.out)
     if cfg.resume:
-        # Every rank reads the state rank 0 wrote (so -o must be on storage all nodes share).
-        if not state_file.is_file():
-            raise UserError(f"--resume: no training state at {state_file}")
-        try:
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable state is one clean error
-            raise UserError(f"--resume: unreadable training state {state_file}") from e
-        saved = state["config"]
-        for key in ("arch", "epochs", "wae_epochs", "joint_epochs", "seed", "batch_size", "lr", "wae_init",
-                    "teacher", "kd_weight", "kd_temp"):
-            if saved.get(key) != getattr(cfg, key):
-                raise UserError(f"--resume: {key} was {saved.get(key)!r}, now {getattr(cfg, key)!r}")
+        state = distributed.from_main(lambda: _read_state(cfg, state_file), ctx)
         model.load_state_dict(state["model"])
         history, elapsed = state["history"], state["elapsed"]
         start_stage, start_epoch = state["stage_index"], state["epoch_in_stage"]
@@ -365,18 +378,30 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
             order = torch.randperm(len(train_set), generator=gen)
             model.train()
             totals = {"loss": 0.0, "correct": 0, "seen": 0}
+            step_sums, step_sizes = [], []  # each step's loss summed over this rank's images; global batch sizes
             task = (progress.add_task(f"{cfg.arch} {stage} {epoch + 1}/{n_epochs}", total=steps_per_epoch)
                     if progress else None)
-            for step in range(steps_per_epoch):
-                batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            batches = [order[step * cfg.batch_size:(step + 1) * cfg.batch_size] for step in range(steps_per_epoch)]
+            if cfg.stream:
+                streamed.epoch = global_epoch
+                decoded = iter(stream.loader(streamed, [distributed.shard(b, ctx)[1].tolist() for b in batches],
+                                             cfg.workers))
+            for batch in batches:
                 start, idx = distributed.shard(batch, ctx)
                 part = (start, len(batch))
-                if family.train_size:
+                if cfg.stream:  # cropped and flipped in the workers; some images may have failed
+                    pixels, y, failed = next(decoded)
+                    bad(failed)
+                    if not len(y):
+                        raise UserError(f"no image of a batch could be decoded (stage {stage}, epoch {epoch + 1})")
+                    idx = y  # counts below are of the images that decoded
+                    x = norm(pixels.to(dev))
+                elif family.train_size:
                     x = random_resized_crop(norm(images[idx].to(dev)), spec.crop, gen, part=part)
                 else:
                     x = norm(augment(images[idx], gen, part=part).to(dev))
                 x = x.contiguous(memory_format=torch.channels_last)
-                y = labels[idx].to(dev)
+                y = (y if cfg.stream else labels[idx]).to(dev)
                 with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
                     loss, logits = step_loss(x, y)
                 if not torch.isfinite(loss):
@@ -390,7 +415,9 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                totals["loss"] += loss.item() * len(idx)
+                step_sums.append(loss.item() * len(idx))
+                step_sizes.append(len(batch))
+                totals["loss"] += step_sums[-1]
                 totals["seen"] += len(idx)
                 if logits is not None:
                     totals["correct"] += int((logits.argmax(1) == y).sum())
@@ -399,8 +426,8 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
                                     f"loss {totals['loss'] / totals['seen']:.3f}")
             if progress:
                 progress.remove_task(task)
-            loss_sum, correct, seen = distributed.sum_over_ranks(
-                [totals["loss"], totals["correct"], totals["seen"]], ctx)
+            loss_sum, correct, seen, *step_sums = distributed.sum_over_ranks(
+                [totals["loss"], totals["correct"], totals["seen"], *step_sums], ctx)
             elapsed += time.perf_counter() - t0
             last = epoch + 1 == n_epochs
             global_epoch += 1
@@ -409,11 +436,14 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
             row = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / seen,
                    "train_top1": 100.0 * correct / seen if correct else None}
             if last or result is None or (epoch + 1) % cfg.eval_every == 0:
-                result = evaluate(model, test_set, spec, device=dev)
+                result = evaluate(model, stream.eval_batches(test_set, spec, 500, cfg.workers, bad) if cfg.stream
+                                  else test_set, spec, device=dev)
                 row.update({k: v for k, v in result.items() if k != "n"})
             row["elapsed_s"] = round(elapsed, 1)
             history.append(row)
             log(_format_row(row))
+            if cfg.step_log:
+                _append_steps(cfg.step_log, stage, epoch + 1, [t / n for t, n in zip(step_sums, step_sizes)])
             ckpt = _checkpoint(cfg, model, train_set.classes, spec, result, history, elapsed, root)
             checkpoint.save(ckpt, cfg.out)
             next_stage, next_epoch = (si + 1, 0) if last else (si, epoch + 1)
@@ -428,6 +458,21 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
         raise UserError("nothing to train: every stage has zero epochs")
     state_file.unlink(missing_ok=True)
     return checkpoint.load(cfg.out)
+
+
+def _read_state(cfg: TrainConfig, state_file: Path) -> dict:
+    if not state_file.is_file():
+        raise UserError(f"--resume: no training state at {state_file}")
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable state is one clean error
+        raise UserError(f"--resume: unreadable training state {state_file}") from e
+    saved = state["config"]
+    for key in ("arch", "epochs", "wae_epochs", "joint_epochs", "seed", "batch_size", "lr", "wae_init",
+                "teacher", "kd_weight", "kd_temp"):
+        if saved.get(key) != getattr(cfg, key):
+            raise UserError(f"--resume: {key} was {saved.get(key)!r}, now {getattr(cfg, key)!r}")
+    return state
 
 
 def _teacher(cfg: TrainConfig, spec: Preprocessing, classes: list[str], dev) -> torch.nn.Module | None:
@@ -446,6 +491,12 @@ def _teacher(cfg: TrainConfig, spec: Preprocessing, classes: list[str], dev) -> 
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _append_steps(path: str, stage: str, epoch: int, losses: list[float]) -> None:
+    with open(path, "a") as f:
+        f.writelines(json.dumps({"stage": stage, "epoch": epoch, "step": i + 1, "loss": v}) + "\n"
+                     for i, v in enumerate(losses))
 
 
 def _format_row(row: dict) -> str:
