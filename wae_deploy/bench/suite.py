@@ -26,6 +26,7 @@ from ..export import export
 from ..metrics import evaluate_runner
 from ..models import create_model
 from ..models.flops import baseline_of, count
+from ..profile import cannot_profile, profile
 from ..targets import get_target
 from . import environment
 from . import results as R
@@ -54,6 +55,7 @@ class BenchConfig:
     min_iters: int = 20
     pause_s: float = 0.0
     suite: str = "custom"
+    profile_runs: int = 0                   # > 0: each entry also gets the runtime's per-layer profile
 
 
 def _prepare(model: str, workdir: Path, data: str | None, log) -> Path:
@@ -91,6 +93,13 @@ def _artifact(onnx_path: Path, target, precision: str, cfg: BenchConfig, log) ->
     log(f"building {onnx_path.stem} for {target.name} {precision} ...")
     build(onnx_path, target.name, precision, out, calib_size=cfg.calib_size, log=log)
     return out
+
+
+def _can_profile(target: str, log) -> bool:
+    why = cannot_profile(target)
+    if why:
+        log(f"{why}; carrying on without its profile")
+    return why is None
 
 
 def _preprocess_ms(spec, images: np.ndarray) -> float:
@@ -135,6 +144,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
     out = R.new_results(env, {"name": cfg.suite, "models": list(infos), "batches": cfg.batches,
                               "eval_images": len(next(iter(eval_sets.values()))) if cfg.accuracy else 0,
                               "threads": threads}, peaks=peaks)
+    profiling = {t.name: cfg.profile_runs > 0 and _can_profile(t.name, log) for t in targets}
     with environment.Tegrastats() as tegra:
         for t in targets:
             for precision in precisions[t.name]:
@@ -166,6 +176,9 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
                                 accuracy=accuracy.get(name), gmacs=macs[name],
                                 peak_gflops=peak_for(peaks, t.name, precision),
                                 preprocess_ms_per_image=prep[name]))
+                            if profiling[t.name]:  # after the timed loop, so it cannot disturb it
+                                out["entries"][-1]["profile"] = profile(
+                                    artifacts[name], batch, cfg.profile_runs, threads, images=feeds[name]).to_dict()
                             if baseline[name]:
                                 cmp = R.make_comparison(baseline[name], name, stats[baseline[name]], stats[name],
                                                         target=t.name, precision=precision, batch=batch)

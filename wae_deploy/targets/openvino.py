@@ -20,7 +20,7 @@ from ..artifact import Artifact
 from ..cpu import cpu_has
 from ..data import ImageSet
 from ..errors import UserError
-from .base import Runner, Target
+from .base import Runner, Target, run_fixed
 
 XML = "model.xml"
 # Precision the CPU plugin computes the float parts in, per artifact precision.
@@ -35,11 +35,13 @@ def _version() -> str | None:
         return None
 
 
-def compile_model(path_or_model, precision: str, threads: int | None = None):
+def compile_model(path_or_model, precision: str, threads: int | None = None, profiling: bool = False):
     import openvino as ov
 
     config = {"INFERENCE_PRECISION_HINT": COMPUTE[precision], "PERFORMANCE_HINT": "LATENCY",
               "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads or os.cpu_count() or 1)}
+    if profiling:  # per-layer counters, read with InferRequest.get_profiling_info()
+        config["PERF_COUNT"] = True
     core = ov.Core()
     model = core.read_model(str(path_or_model)) if isinstance(path_or_model, (str, Path)) else path_or_model
     return core.compile_model(model, "CPU", config)
@@ -62,13 +64,20 @@ def executed_precisions(compiled) -> dict:
 
 
 class OpenVINORunner(Runner):
-    def __init__(self, xml: Path, precision: str, threads: int | None):
-        self.compiled = compile_model(xml, precision, threads)
+    def __init__(self, xml: Path, precision: str, threads: int | None, profiling: bool = False):
+        self.compiled = compile_model(xml, precision, threads, profiling)
         self.request = self.compiled.create_infer_request()
+        first = self.compiled.input(0).get_partial_shape()[0]
+        self.max_batch = first.get_length() if first.is_static else None  # a fixed-batch export
+
+    def _call(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer({0: x})
+        return self.request.get_output_tensor(0).data.copy()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        return self.request.get_output_tensor(0).data.copy()
+        if self.max_batch is None:
+            return self._call(batch)
+        return np.concatenate([run_fixed(self._call, c, self.max_batch) for c in self.chunks(batch)])
 
     def close(self) -> None:
         self.request = self.compiled = None

@@ -523,13 +523,16 @@ class TensorRTRunner(Runner):
             self._buffers[name] = cuda.mem_alloc(self._host[name].nbytes)
             self._context.set_tensor_address(name, int(self._buffers[name]))
 
+    @property
+    def max_batch(self) -> int:
+        return self._batch_range[1]
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Any batch size: served in chunks the profile takes (bench's accuracy step feeds 100 at once)."""
         batch = np.asarray(batch)
         if tuple(batch.shape[1:]) != tuple(self._item_shape):
             raise UserError(f"batch items are {tuple(batch.shape[1:])}, the engine takes {tuple(self._item_shape)}")
-        hi = self._batch_range[1]
-        return np.concatenate([self._infer_chunk(batch[i:i + hi]) for i in range(0, len(batch), hi)])
+        return np.concatenate([self._infer_chunk(c) for c in self.chunks(batch)])
 
     def _infer_chunk(self, chunk: np.ndarray) -> np.ndarray:
         n = len(chunk)
