@@ -47,12 +47,23 @@ def compile_model(path_or_model, precision: str, threads: int | None = None, pro
     return core.compile_model(model, "CPU", config)
 
 
+def _layer_type(op) -> str:
+    info = op.get_rt_info()
+    return info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+
+
 def executed_precisions(compiled) -> dict:
-    """Heavy layers counted by the precision the CPU plugin actually runs them in."""
+    """Weighted layers counted by the precision the CPU plugin actually runs them in ("layers"), and
+    those whose weight is computed on every call rather than read from a constant (a dequantizing
+    subgraph the plugin did not fold): "weight_dequantized_per_call"."""
     counts: Counter = Counter()
+    per_call = []
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
-        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        layer = _layer_type(op)
+        if layer in HEAVY_OPS and op.get_input_size() > 1 and \
+                _layer_type(op.input(1).get_source_output().get_node()) not in ("Const", "Constant"):
+            per_call.append(op.get_friendly_name())
         if layer in HEAVY_OPS:
             precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
             if precision == "f16" and op.get_input_size():
@@ -60,7 +71,7 @@ def executed_precisions(compiled) -> dict:
                 # gives f32 (or bf16) activations and computes in that precision.
                 precision = op.input(0).get_element_type().get_type_name()
             counts[f"{layer}:{precision}"] += 1
-    return dict(sorted(counts.items()))
+    return {"layers": dict(sorted(counts.items())), "weight_dequantized_per_call": sorted(per_call)}
 
 
 class OpenVINORunner(Runner):
