@@ -106,7 +106,7 @@ def main() -> None:
         sessions = {f"{n} ort {lvl}": ort_session(p, lvl, threads) for n, p in paths.items()
                     for lvl in ("all", "extended", "basic")}
         row["ort optimisation level"] = time_group(
-            {k: (lambda s=s: s.run(None, {"images": x})) for k, s in sessions.items()}, args.min_time)
+            {k: (lambda s=s, x=x: s.run(None, {"images": x})) for k, s in sessions.items()}, args.min_time)
 
         configs = {"latency 1 stream": {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
                                         "INFERENCE_NUM_THREADS": str(threads)},
@@ -115,17 +115,17 @@ def main() -> None:
                    "no hints": {}}
         requests = {f"{n} ov {c}": ov_request(p, {"INFERENCE_PRECISION_HINT": "f32", **cfg})
                     for n, p in paths.items() for c, cfg in configs.items()}
-        row["openvino settings"] = time_group({k: (lambda r=r: r.infer({0: x})) for k, r in requests.items()},
+        row["openvino settings"] = time_group({k: (lambda r=r, x=x: r.infer({0: x})) for k, r in requests.items()},
                                               args.min_time)
 
         ref = ort_session(paths[wname], "all", threads).run(None, {"images": x})[0]
         got = ort_session(fused, "all", threads).run(None, {"images": x})[0]
         heads = {"separate heads ort": ort_session(paths[wname], "all", threads),
                  "fused heads ort": ort_session(fused, "all", threads)}
-        calls = {k: (lambda s=s: s.run(None, {"images": x})) for k, s in heads.items()}
+        calls = {k: (lambda s=s, x=x: s.run(None, {"images": x})) for k, s in heads.items()}
         for k, p in (("separate heads ov", paths[wname]), ("fused heads ov", fused)):
             r = ov_request(p, {"INFERENCE_PRECISION_HINT": "f32", **configs["latency 1 stream"]})
-            calls[k] = lambda r=r: r.infer({0: x})
+            calls[k] = lambda r=r, x=x: r.infer({0: x})
         row["encoder heads"] = time_group(calls, args.min_time)
         row["encoder heads"]["max_abs_logit_difference"] = float(np.abs(ref - got).max())
         results[suite] = row
