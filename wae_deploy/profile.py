@@ -252,7 +252,7 @@ def _run(runner, feed: np.ndarray, runs: int, warmup: int, after_call=None) -> t
 
 def profile(model: str | Path, batch: int = 1, runs: int = 20, threads: int | None = None, warmup: int = 3,
             images: np.ndarray | None = None) -> Profile:
-    """Profile an artifact folder (on the runtime it was built for) or an exported .onnx (ONNX Runtime, FP32).
+    """Profile an artifact folder (on the runtime it was built for) or an .onnx model (ONNX Runtime; Q/DQ: INT8).
 
     `images`: a preprocessed N x 3 x H x W batch to feed (repeated or cut to `batch`); default zeros.
     """
@@ -269,9 +269,13 @@ def profile(model: str | Path, batch: int = 1, runs: int = 20, threads: int | No
 
         get_target(target).load(path, threads).close()   # refuses another runtime version, as load does
     elif path.suffix == ".onnx" and path.is_file():
+        import onnx
+
         from . import onnx_meta
 
-        target, precision, spec = "ort", "fp32", onnx_meta.read(path).preprocessing
+        graph = onnx.load(str(path), load_external_data=False).graph
+        quantized = any(n.op_type == "DequantizeLinear" for n in graph.node)   # a Q/DQ model (an ORT INT8 build)
+        target, precision, spec = "ort", "int8" if quantized else "fp32", onnx_meta.read(path).preprocessing
     else:
         raise UserError(f"not an artifact folder or an .onnx model: {path}")
     shape = (3, spec.crop, spec.crop)

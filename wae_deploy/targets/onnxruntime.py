@@ -103,7 +103,7 @@ def repair_weight_only(model, calib: ImageSet, spec, log=lambda line: None) -> t
     """No weight dequantized on every call: each weight-only layer of NNCF's Q/DQ `model` (qdq.py) either
     has its weight folded to FP32 or its activation quantized, whichever runs faster here.
 
-    Returns the repaired model and {layer: {"choice", "ms": {candidate: median ms at batch 1}, ...}}
+    Returns the repaired model and {layer: {"choice", "ms_batch1": {candidate: median ms}, "activation_range"}}
     for the manifest. A candidate after which ORT still dequantizes the weight is not taken.
     """
     from ..bench.latency import measure_interleaved
