@@ -219,3 +219,12 @@ def test_quantizing_the_activation_makes_an_int8_layer(tmp_path):
     scale = next(numpy_helper.to_array(t) for t in q.graph.initializer if t.name.endswith("_act_scale"))
     assert scale == pytest.approx(3.0 / 255)   # a non-negative range: uint8 from zero
     assert qdq.quantization_params(-2.0, 1.0)[0] == pytest.approx(2.0 / 127)
+
+
+def test_bench_profile_on_a_target_that_cannot_says_one_line_and_goes_on():
+    from wae_deploy.bench.suite import _can_profile
+
+    lines = []
+    assert _can_profile("trt", lines.append) is False
+    assert len(lines) == 1 and "cannot profile" in lines[0] and "carrying on" in lines[0]
+    assert _can_profile("ort", lines.append) is True and len(lines) == 1
