@@ -37,7 +37,7 @@ def main() -> None:
             fp32 = evaluate_runner(runner, test, info.preprocessing)["top1"]
         for name, kw in POLICIES.items():
             out = work / f"{target}-{len(rows)}"
-            _, manifest = build(onnx, target, "int8", out=out, log=lambda *_: None, **kw)
+            manifest = build(onnx, target, "int8", out=out, log=lambda *_: None, **kw).manifest
             with get_target(target).load(out) as runner:
                 top1 = evaluate_runner(runner, test, info.preprocessing)["top1"]
             rows[f"{target} {name}"] = {"fp32_top1": fp32, "int8_top1": top1, "drop": round(fp32 - top1, 2),

@@ -34,7 +34,7 @@ def main(arch: str = "wae-vgg16") -> None:
         runners, executed = {}, {}
         for name, (precision, keep) in VARIANTS.items():
             artifact = work / f"{target}-{len(runners)}"
-            manifest = build(onnx_path, target, precision, artifact, keep_float=keep, log=lambda s: None)[1]
+            manifest = build(onnx_path, target, precision, artifact, keep_float=keep, log=lambda s: None).manifest
             executed[name] = manifest["executed"]
             runners[name] = get_target(target).load(artifact)
         for batch in (1, 8):

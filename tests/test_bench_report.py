@@ -91,3 +91,20 @@ def test_junit_refused_and_no_gate():
     assert plain.get("tests") == "4" and plain.get("failures") == "0"
     passing = ET.fromstring(report.junit_xml(_gate(r, slower=False), r))
     assert passing.get("failures") == "0" and int(passing.get("tests")) > 0
+
+
+def test_markdown_profile_section():
+    """A profiled entry gets its parts line and a table of its slowest layers; unprofiled ones nothing."""
+    r = _results()
+    layers = [{"name": f"main.features.{i}/Conv", "op": "QLinearConv", "kernel": "QLinearConv/CPU", "precision": "int8",
+               "part": "main", "ms": 1.0 / (i + 1), "share": 0.1} for i in range(12)]
+    r["entries"][3]["profile"] = {"target": "ort", "precision": "int8", "batch": 1, "runs": 10, "chunks": 1,
+                                  "wall_ms": 5.0, "kernel_ms": 4.5, "nodes": 40,
+                                  "parts": {"main": 0.7, "fusion": 0.2, "encoder": 0.1},
+                                  "precisions": {"int8": 1.0}, "layers": layers}
+    text = report.markdown(r)
+    assert text.count("### ") == 1 and "### wae-resnet20, ort int8, batch 1" in text
+    assert "parts: main 70.0%, fusion 20.0%, encoder 10.0%" in text
+    rows = [line for line in text.splitlines() if line.startswith("| 10.0% |")]
+    assert len(rows) == 8 and rows[0] == "| 10.0% | 1.000 | int8 | main | QLinearConv/CPU | main.features.0/Conv |"
+    assert "Where the time goes" not in report.markdown(_results())

@@ -61,10 +61,18 @@ def test_round_trip(tmp_path):
     r["entries"][0]["latency"]["cv"] = float("nan")
     path = R.save(r, tmp_path / "res.json")
     back = R.load(path)
-    assert back["format"] == "wae-deploy-bench" and back["schema_version"] == R.SCHEMA_VERSION == 2
+    assert back["format"] == "wae-deploy-bench" and back["schema_version"] == R.SCHEMA_VERSION == 3
     assert back["entries"][0]["gmacs"] == 15.5 and back["entries"][0]["latency"]["cv"] is None
     assert back["entries"][1] == json.loads(json.dumps(r["entries"][1]))
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_version_2_files_still_read(tmp_path):
+    """Version 3 only added entries[].profile: a recorded version 2 file (e.g. the CI gate's) still loads."""
+    r = _results()
+    r["schema_version"] = 2
+    (tmp_path / "v2.json").write_text(json.dumps(R._clean(r)))
+    assert R.load(tmp_path / "v2.json")["schema_version"] == 2
 
 
 def test_save_refuses_invalid_results(tmp_path):
@@ -79,7 +87,7 @@ def test_save_refuses_invalid_results(tmp_path):
     ("{not json", "corrupt"),
     ("[]", "JSON object"),
     ('{"format": "something-else", "schema_version": 1}', "not a wae-deploy bench results file"),
-    ('{"format": "wae-deploy-bench", "schema_version": 3, "entries": []}', "schema version 3.*newer"),
+    ('{"format": "wae-deploy-bench", "schema_version": 4, "entries": []}', "schema version 4.*newer"),
     ('{"format": "wae-deploy-bench", "schema_version": 1, "entries": []}', "schema version 1.*re-run"),
     ('{"format": "wae-deploy-bench", "schema_version": 2, "environment": {}, "entries": [{"model": "m"}]}',
      r"entries\[0\] lacks target"),

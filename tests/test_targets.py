@@ -128,11 +128,15 @@ def test_ort_int8_really_runs_int8(artifacts, wae_onnx):
     int8 = artifacts["ort", "int8"].manifest["executed"]
     assert int8["int8_ops"].get("QLinearConv") == convs, int8
     assert not any(k in int8["float_ops"] for k in ("Conv", "FusedConv", "NchwcConv")), int8
+    # The INT8 build leaves no weight that ORT turns back into FP32 on every call (qdq.py).
+    assert int8["weight_dequantized_per_call"] == [], int8
 
 
 def test_openvino_reports_precision_each_layer_runs_in(artifacts):
     def layers(precision):
-        return _get(artifacts, "openvino", precision).manifest["executed"]
+        executed = _get(artifacts, "openvino", precision).manifest["executed"]
+        assert executed["weight_dequantized_per_call"] == [], executed  # every weight read from a constant
+        return executed["layers"]
 
     fp32 = layers("fp32")
     assert sum(fp32.values()) > 0 and all(k.endswith(":f32") for k in fp32), fp32
@@ -144,7 +148,7 @@ def test_openvino_reports_precision_each_layer_runs_in(artifacts):
     fp16_manifest = artifacts["openvino", "fp16"].manifest
     assert "FP16 weights" in fp16_manifest["note"] and "f32" in fp16_manifest["note"]
     # what the note says is what the runtime graph shows: f32 compute, not f16
-    assert all(k.endswith(":f32") for k in fp16_manifest["executed"]), fp16_manifest["executed"]
+    assert all(k.endswith(":f32") for k in fp16_manifest["executed"]["layers"]), fp16_manifest["executed"]
     bf16 = layers("bf16")
     assert all(k.endswith(":bf16") for k in bf16), bf16
     assert sum(v for k, v in bf16.items() if k.startswith("Convolution:")) == total_convs

@@ -470,8 +470,11 @@ SUITES = {
 @click.option("--max-slowdown", type=float, help="Fraction, 0.1 = 10% [default: from the recorded noise].")
 @click.option("--allow-env-mismatch", is_flag=True, help="Compare results from another environment anyway.")
 @click.option("--update", is_flag=True, help="Write this run as the new recorded baseline (--compare's file).")
+@click.option("--profile", "profile_runs", is_flag=False, flag_value=10, default=0, type=click.IntRange(0),
+              metavar="[RUNS]", help="Also record each runtime's per-layer profile (10 runs unless given).")
 def bench(targets, models, suite, precisions, batches, data, eval_size, calib_size, workdir, threads, min_time,
-          out, markdown, plot, junit, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update):
+          out, markdown, plot, junit, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update,
+          profile_runs):
     """Measure accuracy and interleaved latency of WAE models against their baselines; gate on regressions.
 
     Checkpoints are exported and built in --workdir for each --target; ONNX models are built there too;
@@ -492,7 +495,7 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
         models = [m if _is_path(m) else _untrained(m, workdir) for m in models]
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
                       eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper" or given, workdir=workdir,
-                      threads=threads, min_time_s=min_time, suite=suite)
+                      threads=threads, min_time_s=min_time, suite=suite, profile_runs=profile_runs)
     results = run(cfg, log=click.echo)
     results["command"] = "wae-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     verdict = G.compare(results, previous, max_accuracy_drop, max_slowdown, allow_env_mismatch) if previous else None
@@ -518,6 +521,26 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
             click.echo(line, err=not verdict.ok)
         click.echo("gate: " + ("passed" if verdict.ok else "FAILED"))
         sys.exit(verdict.exit_code)
+
+
+@main.command(name="profile")
+@click.argument("model", type=click.Path())
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1), help="Images per call.")
+@click.option("--runs", default=20, show_default=True, type=click.IntRange(1), help="Profiled runs after warm-up.")
+@click.option("--threads", type=click.IntRange(1), help="Runtime threads [default: all cores].")
+@click.option("--top", default=15, show_default=True, type=click.IntRange(1), help="Slowest layers shown.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON (every layer).")
+def profile_command(model, batch, runs, threads, top, as_json):
+    """Per-layer time, executed precision and kernel of an artifact (or an .onnx on ONNX Runtime)."""
+    import json
+
+    from .profile import profile, table_lines
+
+    prof = profile(model, batch, runs, threads)
+    if as_json:
+        click.echo(json.dumps(prof.to_dict(top=None), indent=1))
+    else:
+        click.echo("\n".join(table_lines(prof, top)))
 
 
 def _reference(model: str) -> str:

@@ -135,6 +135,7 @@ def markdown(results: dict, gate: GateResult | None = None) -> str:
                        f"{c.get('batch', '')} | {_num(c.get('ratio'), '.2f')} | "
                        f"{_num(ci[0], '.2f')}–{_num(ci[1], '.2f')} | "
                        f"{'–' if oe is None else f'{100 * oe:.1f}%'} |")
+    out += profile_markdown(results)
     if results.get("peaks"):
         out += ["", "## Measured peak", "",
                 "The fastest large matmul in the same runtime and precision; \"% peak\" divides by it.", ""]
@@ -154,6 +155,25 @@ def markdown(results: dict, gate: GateResult | None = None) -> str:
             out.append(f"{len(gate.checks) - len(gate.failures)} of {len(gate.checks)} checks passed.")
             out += [""] + [f"- {'ok' if c.ok else '**FAIL**'} {_esc(c.name)}: {_esc(c.message)}" for c in gate.checks]
     return "\n".join(out) + "\n"
+
+
+def profile_markdown(results: dict, top: int = 8) -> list[str]:
+    """Per profiled entry: the share of each model part, then its slowest layers (runtime's own numbers)."""
+    profiled = [e for e in results["entries"] if e.get("profile")]
+    if not profiled:
+        return []
+    out = ["", "## Where the time goes (runtime profiles)", "",
+           "Shares of the summed kernel time, from the runtime's own profiler; layer names are the runtime's."]
+    for e in profiled:
+        p = e["profile"]
+        parts = ", ".join(f"{k} {100 * v:.1f}%" for k, v in p["parts"].items())
+        out += ["", f"### {_esc(e['model'])}, {e['target']} {e['precision']}, batch {e['batch']}", "",
+                f"{_num(p.get('kernel_ms'), '.2f')} ms of kernels over {p.get('nodes')} nodes per call "
+                f"({p.get('runs')} runs); parts: {parts}", "",
+                "| share | ms | precision | part | kernel | layer |", "|---:|---:|---|---|---|---|"]
+        out += [f"| {100 * lay['share']:.1f}% | {lay['ms']:.3f} | {lay['precision']} | {lay['part']} | "
+                f"{_esc(lay['kernel'])} | {_esc(lay['name'])} |" for lay in p["layers"][:top]]
+    return out
 
 
 def write_markdown(results: dict, path: str | os.PathLike, gate: GateResult | None = None) -> Path:

@@ -6,9 +6,9 @@
     fill_speedups(results)
     save(results, "benchmarks/cpu-cifar10.json");   load("benchmarks/cpu-cifar10.json")
 
-Schema version 2 (the full field list with units is in SCHEMA.md next to this file):
+Schema version 3 (the full field list with units is in SCHEMA.md next to this file):
 
-    {"format": "wae-deploy-bench", "schema_version": 2,
+    {"format": "wae-deploy-bench", "schema_version": 3,
      "created": "2025-01-31T12:00:00Z",           # UTC, ISO 8601
      "command": "wae-deploy bench ..." | null,
      "environment": {...},                        # environment.fingerprint()
@@ -22,12 +22,16 @@ Schema version 2 (the full field list with units is in SCHEMA.md next to this fi
                               "cv", "iters", "total_s", "throughput_ips", "preprocess_ms_per_image",
                               "position_median_ms", "samples_ms"?},
                   "gmacs", "gflops_per_s", "efficiency_of_peak",
-                  "speedup_vs_baseline", "speedup_vs_fp32_baseline"}]}
+                  "speedup_vs_baseline", "speedup_vs_fp32_baseline",
+                  "profile"?: {"target", "precision", "batch", "runs", "chunks", "wall_ms", "kernel_ms",
+                               "nodes", "parts", "precisions", "layers": [{"name", "op", "kernel",
+                               "precision", "part", "ms", "share"}]}}]}
 
 Readers ignore fields they do not know, so adding an optional field keeps the version; renaming,
 removing or changing the meaning of a field raises SCHEMA_VERSION. Version 2: `peaks` holds one
 peak per compute precision, and `efficiency_of_peak` compares with the entry's own precision
-(version 1 compared every precision with the FP32 peak).
+(version 1 compared every precision with the FP32 peak). Version 3: entries may carry the
+runtime's per-layer `profile` (`bench --profile`); version 2 files are still read.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ from ..errors import UserError
 from .latency import LatencyStats, order_effect, ratio_ci
 
 FORMAT = "wae-deploy-bench"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Version 3 only adds entries[].profile: a version 2 file reads as one without profiles.
+READABLE_VERSIONS = (2, 3)
 REQUIRED_ENTRY = ("model", "target", "precision", "batch", "latency")
 
 
@@ -146,7 +152,7 @@ def problems(results) -> list[str]:
     if results.get("format") != FORMAT:
         return [f"not a wae-deploy bench results file (format {results.get('format')!r}, expected {FORMAT!r})"]
     v = results.get("schema_version")
-    if v != SCHEMA_VERSION:
+    if v not in READABLE_VERSIONS:
         who = "a newer" if isinstance(v, int) and v > SCHEMA_VERSION else "another"
         return [(f"results schema version {v!r} (written by {who} wae-deploy); this one reads version "
                  f"{SCHEMA_VERSION}: re-run the benchmark to record it again")]

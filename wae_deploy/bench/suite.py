@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import evaluate_runner
+from ..profile import cannot_profile, profile
 from ..targets import target_class
 from . import environment, sources
 from . import results as R
@@ -47,6 +48,14 @@ class BenchConfig:
     min_iters: int = 20
     pause_s: float = 0.0
     suite: str = "custom"
+    profile_runs: int = 0                   # > 0: each entry also gets the runtime's per-layer profile
+
+
+def _can_profile(target: str, log) -> bool:
+    why = cannot_profile(target)
+    if why:
+        log(f"{why}; carrying on without its profile")
+    return why is None
 
 
 def _preprocess_ms(spec, images: np.ndarray) -> float:
@@ -84,6 +93,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
     scored = [len(s) for s in eval_sets.values() if s is not None]
     out = R.new_results(env, {"name": cfg.suite, "models": [m.name for m in models], "batches": cfg.batches,
                               "eval_images": scored[0] if scored else 0, "threads": threads}, peaks=peaks)
+    profiling = {t.name: cfg.profile_runs > 0 and _can_profile(t.name, log) for t in targets}
     with environment.Tegrastats() as tegra:
         for t in targets:
             for precision in precisions[t.name]:
@@ -115,6 +125,9 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
                                 peak_gflops=peak_for(peaks, t.name, precision),
                                 preprocess_ms_per_image=prep[name], source=m.kind,
                                 input="synthetic" if eval_sets[name] is None else "images"))
+                            if profiling[t.name]:  # after the timed loop, so it cannot disturb it
+                                out["entries"][-1]["profile"] = profile(
+                                    artifacts[name], batch, cfg.profile_runs, threads, images=feeds[name]).to_dict()
                             if baseline[name]:
                                 cmp = R.make_comparison(baseline[name], name, stats[baseline[name]], stats[name],
                                                         target=t.name, precision=precision, batch=batch)

@@ -24,6 +24,14 @@ from ..data import ImageSet
 class Runner(ABC):
     """A loaded artifact. Context manager: resources are held between __enter__ and __exit__."""
 
+    # The most images one runtime call takes (None: any); infer() serves a larger batch in chunks.
+    max_batch: int | None = None
+
+    def chunks(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The pieces infer() runs `batch` in, one runtime call each (the profiler runs the same ones)."""
+        step = self.max_batch or len(batch) or 1
+        return [batch[i:i + step] for i in range(0, len(batch), step)]
+
     def __enter__(self) -> Runner:
         return self
 
@@ -36,6 +44,16 @@ class Runner(ABC):
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """N x 3 x H x W float32 (preprocessed) -> N x classes float32 logits."""
+
+
+def run_fixed(call, batch: np.ndarray, fixed: int | None) -> np.ndarray:
+    """`call` on one chunk; a model exported with a fixed batch gets its tail padded, the padding's outputs dropped."""
+    n = len(batch)
+    if fixed is None or n == fixed:
+        return call(batch)
+    padded = np.zeros((fixed, *batch.shape[1:]), batch.dtype)
+    padded[:n] = batch
+    return call(padded)[:n]
 
 
 class Target(ABC):

@@ -20,7 +20,7 @@ from ..artifact import Artifact
 from ..data import ImageSet
 from ..errors import UserError
 from ..machine import cpu_has
-from .base import Runner, Target
+from .base import Runner, Target, run_fixed
 
 XML = "model.xml"
 # Precision the CPU plugin computes the float parts in, per artifact precision.
@@ -35,22 +35,35 @@ def _version() -> str | None:
         return None
 
 
-def compile_model(path_or_model, precision: str, threads: int | None = None):
+def compile_model(path_or_model, precision: str, threads: int | None = None, profiling: bool = False):
     import openvino as ov
 
     config = {"INFERENCE_PRECISION_HINT": COMPUTE[precision], "PERFORMANCE_HINT": "LATENCY",
               "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads or os.cpu_count() or 1)}
+    if profiling:  # per-layer counters, read with InferRequest.get_profiling_info()
+        config["PERF_COUNT"] = True
     core = ov.Core()
     model = core.read_model(str(path_or_model)) if isinstance(path_or_model, (str, Path)) else path_or_model
     return core.compile_model(model, "CPU", config)
 
 
+def _layer_type(op) -> str:
+    info = op.get_rt_info()
+    return info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+
+
 def executed_precisions(compiled) -> dict:
-    """Heavy layers counted by the precision the CPU plugin actually runs them in."""
+    """Weighted layers counted by the precision the CPU plugin actually runs them in ("layers"), and
+    those whose weight is computed on every call rather than read from a constant (a dequantizing
+    subgraph the plugin did not fold): "weight_dequantized_per_call"."""
     counts: Counter = Counter()
+    per_call = []
     for op in compiled.get_runtime_model().get_ops():
         info = op.get_rt_info()
-        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        layer = _layer_type(op)
+        if layer in HEAVY_OPS and op.get_input_size() > 1 and \
+                _layer_type(op.input(1).get_source_output().get_node()) not in ("Const", "Constant"):
+            per_call.append(op.get_friendly_name())
         if layer in HEAVY_OPS:
             precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
             if precision == "f16" and op.get_input_size():
@@ -58,17 +71,24 @@ def executed_precisions(compiled) -> dict:
                 # gives f32 (or bf16) activations and computes in that precision.
                 precision = op.input(0).get_element_type().get_type_name()
             counts[f"{layer}:{precision}"] += 1
-    return dict(sorted(counts.items()))
+    return {"layers": dict(sorted(counts.items())), "weight_dequantized_per_call": sorted(per_call)}
 
 
 class OpenVINORunner(Runner):
-    def __init__(self, xml: Path, precision: str, threads: int | None):
-        self.compiled = compile_model(xml, precision, threads)
+    def __init__(self, xml: Path, precision: str, threads: int | None, profiling: bool = False):
+        self.compiled = compile_model(xml, precision, threads, profiling)
         self.request = self.compiled.create_infer_request()
+        first = self.compiled.input(0).get_partial_shape()[0]
+        self.max_batch = first.get_length() if first.is_static else None  # a fixed-batch export
+
+    def _call(self, x: np.ndarray) -> np.ndarray:
+        self.request.infer({0: x})
+        return self.request.get_output_tensor(0).data.copy()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        return self.request.get_output_tensor(0).data.copy()
+        if self.max_batch is None:
+            return self._call(batch)
+        return np.concatenate([run_fixed(self._call, c, self.max_batch) for c in self.chunks(batch)])
 
     def close(self) -> None:
         self.request = self.compiled = None

@@ -81,13 +81,16 @@ class TensorRTRunner(Runner):
         fits = [i for i, (lo, _, hi) in enumerate(self._profiles) if lo <= n <= hi]
         return min(fits, key=lambda i: (abs(self._profiles[i][1] - n), i))
 
+    @property
+    def max_batch(self) -> int:
+        return max(p[2] for p in self._profiles)
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Any batch size: served in chunks the profiles take (bench's accuracy step feeds 100 at once)."""
         batch = np.asarray(batch)
         if tuple(batch.shape[1:]) != tuple(self._item_shape):
             raise UserError(f"batch items are {tuple(batch.shape[1:])}, the engine takes {tuple(self._item_shape)}")
-        hi = max(p[2] for p in self._profiles)
-        return np.concatenate([self._infer_chunk(batch[i:i + hi]) for i in range(0, len(batch), hi)])
+        return np.concatenate([self._infer_chunk(c) for c in self.chunks(batch)])
 
     def _infer_chunk(self, chunk: np.ndarray) -> np.ndarray:
         n = len(chunk)
