@@ -103,3 +103,17 @@ def test_load_missing_and_unreadable(tmp_path):
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(UserError):
         R.load(tmp_path / "bin.json")
+
+
+def test_artifact_bytes_of_folders_and_weights_beside(tmp_path):
+    folder = tmp_path / "a.openvino-int8"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.xml").write_bytes(b"x" * 10)
+    (folder / "model.bin").write_bytes(b"x" * 200)
+    (folder / "sub" / "cache.blob").write_bytes(b"x" * 3)
+    assert R.artifact_bytes(folder) == 213  # every file, nested ones too
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x" * 7)
+    (tmp_path / "m.bin").write_bytes(b"x" * 100)
+    assert R.artifact_bytes(onnx) == 7  # a .bin counts only beside an OpenVINO .xml
+    assert R.artifact_bytes(tmp_path / "lonely.xml") is None

@@ -13,13 +13,15 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 from click.testing import CliRunner
 from fixtures_small import assert_clean_error, tiny_ckpt  # noqa: F401 - session fixture
 from onnx import helper, numpy_helper
 
 from wae_deploy import export as export_mod
 from wae_deploy.cli import main
-from wae_deploy.export import _passes, export, parity
+from wae_deploy.errors import UserError
+from wae_deploy.export import _passes, export, parity, verified
 
 TOLERANCE = 1e-4  # max |logit difference| the README promises between the ONNX graph and PyTorch
 
@@ -103,3 +105,53 @@ def test_parity_and_its_verdict_by_hand():
     assert _passes({"max_abs_diff": TOLERANCE, "top1_agreement": 1.0})
     assert not _passes({"max_abs_diff": 1.1 * TOLERANCE, "top1_agreement": 1.0})
     assert not _passes({"max_abs_diff": 0.0, "top1_agreement": 0.999})  # one flipped answer is a refusal
+
+
+# verified() alone, on a model small enough to build its graph by hand: flatten, then a linear layer.
+LINEAR = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)).eval()
+with torch.no_grad():
+    LINEAR[1].weight.copy_(torch.linspace(-1, 1, 48).reshape(4, 12))
+    LINEAR[1].bias.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+IMAGES = np.random.default_rng(0).standard_normal((300, 3, 2, 2)).astype(np.float32)  # > 256: two torch chunks
+
+
+def linear_graph(offset: float = 0.0) -> onnx.ModelProto:
+    """LINEAR as ONNX, with `offset` added to its bias (so to every logit)."""
+    w = LINEAR[1].weight.detach().numpy()
+    b = LINEAR[1].bias.detach().numpy() + np.float32(offset)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["images"], ["flat"], axis=1),
+         helper.make_node("Gemm", ["flat", "w", "b"], ["logits"], transB=1)], "linear",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["N", 3, 2, 2])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 4])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b.astype(np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("batch", [None, 4])
+def test_verified_passes_a_faithful_graph(batch):
+    raw = linear_graph()
+    final, used, note, check = verified(LINEAR, raw, raw, "none", IMAGES, batch)
+    assert final is raw and used == "none" and note is None
+    assert check["n"] == 300 and check["top1_agreement"] == 1.0 and check["max_abs_diff"] < 1e-5
+
+
+@pytest.mark.parametrize("delta,accepted", [(0.8 * TOLERANCE, True), (1.2 * TOLERANCE, False)])
+def test_verified_refuses_at_the_tolerance(delta, accepted):
+    graph = linear_graph(delta)
+    if accepted:
+        assert verified(LINEAR, graph, graph, "none", IMAGES, None)[3]["max_abs_diff"] == pytest.approx(delta, rel=0.1)
+    else:
+        with pytest.raises(UserError, match="disagrees with PyTorch .*nothing written") as e:
+            verified(LINEAR, graph, graph, "none", IMAGES, None)
+        assert e.value.exit_code == 1
+
+
+def test_verified_keeps_a_faithful_simplification_and_drops_a_broken_one():
+    raw, good, broken = linear_graph(), linear_graph(), linear_graph(1.0)
+    assert verified(LINEAR, raw, good, "onnxslim", IMAGES, None)[:3] == (good, "onnxslim", None)
+    final, used, note, check = verified(LINEAR, raw, broken, "onnxslim", IMAGES, None)
+    assert final is raw and used == "none" and check["max_abs_diff"] < 1e-5
+    assert note.startswith("onnxslim broke parity (max |diff| 1.00e+00") and "kept the unsimplified graph" in note
+    with pytest.raises(UserError, match="disagrees with PyTorch"):  # the raw export broken too: nothing to keep
+        verified(LINEAR, linear_graph(1.0), broken, "onnxslim", IMAGES, None)

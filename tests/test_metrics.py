@@ -35,6 +35,12 @@ def test_known_logits_give_hand_computed_scores():
     assert accuracy(LOGITS, LABELS) == {"top1": 40.0, "top5": 60.0, "n": 5}
 
 
+def test_the_fifth_best_class_is_in_the_top5_and_the_sixth_is_not():
+    ascending = np.tile(np.arange(10, dtype=np.float32), (2, 1))  # class 9 best ... class 5 fifth, class 4 sixth
+    assert topk_hits(ascending, np.array([5, 4]), 5) == 1
+    assert topk_hits(ascending, np.array([9, 8]), 1) == 1 and topk_hits(ascending, np.array([8, 8]), 2) == 2
+
+
 def test_fewer_classes_than_five_count_every_row_in_top5():
     logits = np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]], dtype=np.float32)
     assert accuracy(logits, np.array([0, 0])) == {"top1": 50.0, "top5": 100.0, "n": 2}
