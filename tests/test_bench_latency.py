@@ -200,3 +200,38 @@ def test_round_orders_by_hand():
     assert [round_order("ABC", r) for r in range(6)] == [list("ABC"), list("BCA"), list("CAB"),
                                                          list("CBA"), list("ACB"), list("BAC")]
     assert round_order("ABC", 6) == list("ABC")  # cycled
+
+
+def test_summary_defaults_and_small_samples():
+    s = summarize([2.0, 4.0])
+    assert s.batch == 1 and s.throughput_ips == pytest.approx(1e3 / 3.0) and s.positions == [0, 0]
+    assert s.position_median_ms == {0: 3.0}
+    assert s.std_ms == pytest.approx(2 ** 0.5)  # n - 1 in the denominator, already with two samples
+    assert "samples_ms" not in s.as_dict()
+    assert summarize([1.23456789]).as_dict(include_samples=True)["samples_ms"] == [1.2346]
+    zero = summarize([0.0, 0.0])
+    assert zero.cv == 0.0 and zero.throughput_ips == float("inf")
+    with pytest.raises(ValueError, match="^no latency samples$"):
+        summarize([])
+    with pytest.raises(ValueError, match="^one position per sample$"):
+        summarize([1.0], positions=[0, 1])
+
+
+def test_ratio_interval_against_an_exact_binomial():
+    import math
+
+    n = 100  # by math.comb: the largest k with P(Bin(100, 1/2) < k) <= 0.025
+    k = max(j for j in range(n) if sum(math.comb(n, i) for i in range(j)) / 2 ** n <= 0.025)
+    ci = ratio_ci(np.arange(1, n + 1, dtype=float), np.ones(n))
+    assert k == 40 and (ci.low, ci.high) == (float(k), float(n + 1 - k)) and ci.confidence == 0.95
+    one = ratio_ci([3.0], [1.5])  # a single round: the interval is that ratio
+    assert (one.ratio, one.low, one.high, one.n) == (2.0, 2.0, 2.0, 1)
+    with pytest.raises(ValueError, match="equal, non-zero lengths"):
+        ratio_ci([], [])
+
+
+def test_order_effect_when_one_runner_always_ran_first():
+    a = summarize([4.0] * 4, positions=[0] * 4)
+    b = summarize([2.0] * 4, positions=[1] * 4)
+    assert order_effect(a, b) == {"a_first": 2.0, "b_first": None, "relative_difference": None}
+    assert order_effect(b, a) == {"a_first": None, "b_first": 0.5, "relative_difference": None}

@@ -38,6 +38,7 @@ def test_comparison_is_baseline_over_wae_and_its_interval_holds_the_ratio_of_med
     base, wae = stats["baseline"], stats["wae"]
     cmp = R.make_comparison("baseline", "wae", base, wae, target="x", precision="fp32", batch=4)
     assert (cmp["a"], cmp["b"], cmp["rounds"]) == ("baseline", "wae", 15)
+    assert (cmp["target"], cmp["precision"], cmp["batch"]) == ("x", "fp32", 4)
     ratio_of_medians = np.median(base.samples_ms) / np.median(wae.samples_ms)
     low, high = cmp["ci95"]
     assert 1.0 < low <= cmp["ratio"] <= high  # the WAE is faster, beyond doubt
