@@ -88,18 +88,35 @@ def model(tmp_path, decomposition: str):
     return path
 
 
+def planned(monkeypatch, target):
+    """Serve `target` for every name build() asks for (the FP32 reference is "ort"), and the sets;
+    -> what build() asked for."""
+    asked = []
+
+    def sets(kind):
+        def serve(spec, folder, size):
+            asked.append((kind, spec, folder, size))
+            return held_out() if kind == "held-out" else (held_out(), {"size": N})
+        return serve
+
+    monkeypatch.setattr(build_module, "get_target", lambda name: asked.append(name) or target)
+    monkeypatch.setattr(build_module, "held_out_set", sets("held-out"))
+    monkeypatch.setattr(build_module, "calibration_set", sets("calibration"))
+    return asked
+
+
 def bounded_build(tmp_path, monkeypatch, plan, bound, decomposition="wae", accuracy_control=True):
     """build(..., max_accuracy_drop=bound) on the planned target -> (artifact or UserError, target, out)."""
     target = PlannedTarget(plan, accuracy_control)
-    monkeypatch.setattr(build_module, "get_target", lambda name: target)  # the FP32 reference too
-    monkeypatch.setattr(build_module, "held_out_set", lambda spec, eval_dir, size: held_out())
-    monkeypatch.setattr(build_module, "calibration_set", lambda spec, calib_dir, size: (held_out(), {"size": N}))
+    asked = planned(monkeypatch, target)
     out = tmp_path / "a"
     try:
-        result = build_module.build(model(tmp_path, decomposition), "planned", "int8", out,
-                                    max_accuracy_drop=bound, log=lambda *a: None)
+        result = build_module.build(model(tmp_path, decomposition), "planned", "int8", out, calib_dir="C",
+                                    calib_size=77, max_accuracy_drop=bound, eval_dir="E", eval_size=N,
+                                    log=lambda *a: None)
     except UserError as e:
         result = e
+    assert asked == ["planned", ("calibration", SPEC, "C", 77), ("held-out", SPEC, "E", N), "ort"]
     return result, target, out
 
 
@@ -167,15 +184,30 @@ def test_int8_better_than_fp32_is_a_negative_drop(tmp_path, monkeypatch):
 
 
 def test_fp32_and_unbounded_builds_are_not_scored(tmp_path, monkeypatch):
-    target = PlannedTarget({"fp32": 1, (): 1})
-    monkeypatch.setattr(build_module, "get_target", lambda name: target)
-    monkeypatch.setattr(build_module, "calibration_set", lambda spec, calib_dir, size: (held_out(), {"size": N}))
+    target = PlannedTarget({"fp32": 1, ("fusion",): 1})
+    asked = planned(monkeypatch, target)
     path = model(tmp_path, "wae")
     art = build_module.build(path, "planned", "fp32", tmp_path / "f", max_accuracy_drop=0.5, log=lambda *a: None)
-    art2 = build_module.build(path, "planned", "int8", tmp_path / "i", log=lambda *a: None)
+    art2 = build_module.build(path, "planned", "int8", tmp_path / "i", keep_float=("fusion",), log=lambda *a: None)
     assert art.manifest["accuracy_bound"] is None and art2.manifest["accuracy_bound"] is None
-    assert art2.manifest["calibration"] == {"size": N}
-    assert target.calls == [("fp32", (), None), ("int8", (), None)]
+    assert art2.manifest["calibration"] == {"size": N} and art2.manifest["keep_float"] == ["fusion"]
+    assert target.calls == [("fp32", (), None), ("int8", ("fusion",), None)]
+    assert asked == ["planned", "planned", ("calibration", SPEC, None, 300)]  # the default calibration size
+
+
+def test_default_output_name_and_unknown_precision(tmp_path, monkeypatch):
+    target = PlannedTarget({"fp32": 1})
+    planned(monkeypatch, target)
+    path = model(tmp_path, "plain")
+    assert build_module.build(path, "planned", "fp32", log=lambda *a: None).path == tmp_path / "m.planned-fp32"
+    with pytest.raises(UserError, match="^target planned cannot build bf16; it builds fp32, int8$"):
+        build_module.build(path, "planned", "bf16")
+    with pytest.raises(UserError, match="output folder does not exist"):
+        build_module.build(path, "planned", "fp32", tmp_path / "no" / "a")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not a wae-deploy artifact"):  # checked before any work
+        build_module.build(path, "planned", "fp32", tmp_path / "mine")
 
 
 @pytest.mark.parametrize("bad", [-0.1, math.nan])

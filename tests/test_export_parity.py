@@ -155,3 +155,18 @@ def test_verified_keeps_a_faithful_simplification_and_drops_a_broken_one():
     assert note.startswith("onnxslim broke parity (max |diff| 1.00e+00") and "kept the unsimplified graph" in note
     with pytest.raises(UserError, match="disagrees with PyTorch"):  # the raw export broken too: nothing to keep
         verified(LINEAR, linear_graph(1.0), broken, "onnxslim", IMAGES, None)
+
+
+def test_verified_messages_give_the_measured_agreement():
+    swapped = linear_graph()  # the first two logits swapped: top-1 moves wherever one of them was best
+    for init in swapped.graph.initializer:  # the weight rows and the bias
+        swapped_values = np.ascontiguousarray(numpy_helper.to_array(init)[[1, 0, 2, 3]])
+        init.CopyFrom(numpy_helper.from_array(swapped_values, init.name))
+    with torch.no_grad():
+        ref = LINEAR(torch.from_numpy(IMAGES)).numpy()
+    agreement = 100 * np.mean(ref.argmax(1) == ref[:, [1, 0, 2, 3]].argmax(1))
+    assert 0 < agreement < 100
+    note = verified(LINEAR, linear_graph(), swapped, "onnxslim", IMAGES, None)[2]
+    assert f"top-1 agreement {agreement:.1f}%); kept the unsimplified graph" in note
+    with pytest.raises(UserError, match=rf"top-1 agreement {agreement:.1f}%\); nothing written"):
+        verified(LINEAR, swapped, swapped, "none", IMAGES, None)
