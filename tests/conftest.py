@@ -23,9 +23,17 @@ settings.register_profile("dev", print_blob=True)
 settings.load_profile("ci" if IN_CI else "dev")
 
 
-def pytest_report_header(config):
+def _seeds() -> str:
     fuzz = "hypothesis derandomized (CI=true)" if IN_CI else f"WAE_FUZZ_SEED={FUZZ_SEED}"
     return f"seeds: WAE_FAULT_SEED={FAULT_SEED} {fuzz} (set them to replay this run)"
+
+
+def pytest_report_header(config):
+    return _seeds()
+
+
+def pytest_terminal_summary(terminalreporter):  # `pytest -q` (make test) hides the header
+    terminalreporter.write_line(_seeds())
 
 
 def to_tensor(images: ImageSet, spec=CIFAR) -> torch.Tensor:
