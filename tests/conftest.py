@@ -10,9 +10,30 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from hypothesis import settings
+from seeds import FAULT_SEED, FUZZ_SEED, IN_CI
 
 from wae_deploy.data import ImageSet, default_data_root, load_split
 from wae_deploy.preprocess import CIFAR
+
+# CI: the same hypothesis examples on every run (they depend only on the test), so a red CI is
+# never a roll of the dice; elsewhere they come from WAE_FUZZ_SEED (tests/seeds.py).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if IN_CI else "dev")
+
+
+def _seeds() -> str:
+    fuzz = "hypothesis derandomized (CI=true)" if IN_CI else f"WAE_FUZZ_SEED={FUZZ_SEED}"
+    return f"seeds: WAE_FAULT_SEED={FAULT_SEED} {fuzz} (set them to replay this run)"
+
+
+def pytest_report_header(config):
+    return _seeds()
+
+
+def pytest_terminal_summary(terminalreporter):  # `pytest -q` (make test) hides the header
+    terminalreporter.write_line(_seeds())
 
 
 def to_tensor(images: ImageSet, spec=CIFAR) -> torch.Tensor:

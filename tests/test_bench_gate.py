@@ -139,3 +139,55 @@ def test_other_environment_is_refused_unless_allowed():
     cur = copy.deepcopy(rec)
     cur["environment"]["packages"]["tensorrt"] = "10.3"
     assert G.compare(cur, rec).exit_code == 0
+
+
+def test_tolerances_by_hand():
+    def rec(cv):
+        return {"latency": {"cv": cv}}
+
+    assert G.speedup_tolerance(rec(None)) == 0.05 and G.speedup_tolerance(rec(0.05)) == pytest.approx(0.20)
+    # the median of four cvs is the third smallest (index 4 // 2); a missing cv counts as 0
+    assert G.latency_tolerance([rec(0.04), rec(None), rec(0.03), rec(0.02)]) == pytest.approx(5 * 0.03)
+    assert G.latency_tolerance([rec(None)]) == 0.05
+    assert G.accuracy_tolerance({"top1": 84.0, "n": 0}) == float("inf")
+    # 2 binomial standard errors of 50% on 10,000 images: 2 * 100 * sqrt(0.25 / 10000) = 1.0 point
+    assert G.accuracy_tolerance({"top1": 50.0, "n": 10000}) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("factor,ok", [(1.25, True), (1.3, False)])
+def test_latency_limit_is_inclusive_on_a_single_entry_group(factor, ok):
+    rec = R.new_results(fingerprint(threads=2), {"name": "unit"}, [_entry("resnet20", "fp32", 8.0, top1=None)])
+    cur = copy.deepcopy(rec)
+    _find(cur, "resnet20", "fp32")["latency"]["min_ms"] *= factor  # 7.2 ms -> 9.0 ms: exactly +25%
+    g = G.compare(cur, rec, max_slowdown=0.25)
+    assert [c.name for c in g.checks] == ["latency ort fp32"] and g.ok == ok
+
+
+def test_accuracy_and_speedup_limits_are_inclusive():
+    rec = _recorded()
+    _find(rec, "resnet20", "fp32")["accuracy"]["top1"] = 88.0
+    cur = copy.deepcopy(rec)
+    _find(cur, "resnet20", "fp32")["accuracy"]["top1"] = 87.0  # a drop of exactly 1 point
+    wae = _find(cur, "wae-resnet20", "fp32")
+    wae["speedup_vs_baseline"] = _find(rec, "wae-resnet20", "fp32")["speedup_vs_baseline"] * 0.75  # exactly -25%
+    assert G.compare(cur, rec, max_accuracy_drop=1.0, max_slowdown=0.25).ok
+    g = G.compare(cur, rec, max_accuracy_drop=0.99, max_slowdown=0.24)
+    assert [c.name for c in g.failures] == ["accuracy resnet20 ort fp32 b8", "speedup wae-resnet20 ort fp32 b8"]
+    assert all(c.ok is False for c in g.failures)
+    assert g.failures[1].message.startswith("speed-up over resnet20 1.88x vs recorded 2.50x (-25.0%")
+
+
+def test_missing_accuracy_and_other_image_counts_fail_by_name():
+    rec = _recorded()
+    cur = copy.deepcopy(rec)
+    _find(cur, "resnet20", "fp32")["accuracy"] = None
+    _find(cur, "resnet20", "int8")["accuracy"]["n"] = 500
+    g = G.compare(cur, rec, max_slowdown=10)
+    assert [(c.name, c.ok) for c in g.failures] == [("accuracy resnet20 ort fp32 b8", False),
+                                                    ("accuracy resnet20 ort int8 b8", False)]
+    assert g.failures[0].message == "accuracy was recorded but not measured in this run"
+    assert g.failures[1].message == "evaluated on 500 images, recorded on 10000: not comparable"
+    del cur["entries"][0]
+    missing = G.compare(cur, rec, max_slowdown=10).failures[0]
+    assert (missing.name, missing.ok, missing.message) == ("present resnet20 ort fp32 b8", False,
+                                                           "recorded but not measured in this run")

@@ -111,3 +111,80 @@ def test_load_missing_and_unreadable(tmp_path):
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(UserError):
         R.load(tmp_path / "bin.json")
+
+
+def test_artifact_bytes_of_folders_and_weights_beside(tmp_path):
+    folder = tmp_path / "a.openvino-int8"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.xml").write_bytes(b"x" * 10)
+    (folder / "model.bin").write_bytes(b"x" * 200)
+    (folder / "sub" / "cache.blob").write_bytes(b"x" * 3)
+    assert R.artifact_bytes(folder) == 213  # every file, nested ones too
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x" * 7)
+    (tmp_path / "m.bin").write_bytes(b"x" * 100)
+    assert R.artifact_bytes(onnx) == 7  # a .bin counts only beside an OpenVINO .xml
+    assert R.artifact_bytes(tmp_path / "lonely.xml") is None
+
+
+def test_schema_keys_and_created_stamp():
+    r = R.new_results({"cpu": {}}, {"name": "unit"}, command="wae-deploy bench")
+    assert set(r) == {"format", "schema_version", "created", "command", "environment", "suite", "peaks", "tegrastats",
+                      "comparisons", "entries"}
+    assert r["peaks"] == {} and r["tegrastats"] is None and r["command"] == "wae-deploy bench"
+    import re
+    assert re.fullmatch(r"20\d\d-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-5]\dZ", r["created"]), r["created"]
+    e = R.make_entry(model="m", target="ort", precision="fp32", batch=2, latency=summarize([4.0, 4.0]), gmacs=1.0,
+                     artifact="a.onnx")
+    assert set(e) == {"model", "arch", "baseline", "target", "precision", "batch", "artifact", "artifact_bytes",
+                      "accuracy", "latency", "gmacs", "gflops_per_s", "efficiency_of_peak", "speedup_vs_baseline",
+                      "speedup_vs_fp32_baseline"}
+    assert e["artifact"] == "a.onnx" and e["gmacs"] == 1.0 and e["gflops_per_s"] == pytest.approx(1000.0)
+    assert "samples_ms" not in e["latency"] and e["efficiency_of_peak"] is None  # no peak given
+    assert R.make_entry(model="m", target="ort", precision="fp32", batch=1, latency={"median_ms": 0.0})["latency"][
+        "throughput_ips"] is None
+
+
+def test_fill_speedups_keeps_paired_ratios_and_tolerates_a_missing_baseline():
+    base = R.make_entry(model="vgg", target="ort", precision="fp32", batch=1, latency=summarize([30.0]))
+    wae = R.make_entry(model="wae", target="ort", precision="fp32", batch=1, latency=summarize([10.0]),
+                       baseline="vgg", speedup_vs_baseline=2.5)
+    wae["speedup_vs_baseline"], wae["speedup_vs_fp32_baseline"] = 2.5, 2.4  # set from paired rounds
+    lone = R.make_entry(model="x", target="ort", precision="int8", batch=1, latency=summarize([5.0]), baseline="gone")
+    R.fill_speedups({"entries": [base, wae, lone]})
+    assert (wae["speedup_vs_baseline"], wae["speedup_vs_fp32_baseline"]) == (2.5, 2.4)
+    assert lone["speedup_vs_baseline"] is None and lone["speedup_vs_fp32_baseline"] is None
+
+
+def test_problems_word_for_word(tmp_path):
+    assert R.problems([]) == ["expected a JSON object, found list"]
+    assert R.problems({"format": "x"}) == ["not a wae-deploy bench results file (format 'x', expected "
+                                           "'wae-deploy-bench')"]
+    newer = {"format": R.FORMAT, "schema_version": R.SCHEMA_VERSION + 1}
+    assert "written by a newer wae-deploy" in R.problems(newer)[0]
+    assert "written by another wae-deploy" in R.problems({**newer, "schema_version": 1})[0]
+    assert "written by another wae-deploy" in R.problems({**newer, "schema_version": "2"})[0]
+    bad = {"format": R.FORMAT, "schema_version": R.SCHEMA_VERSION, "entries": [
+        3, {"model": "m"}, {"model": "m", "target": "t", "precision": "p", "batch": 1, "latency": {"median_ms": "x"}},
+        {"model": "m", "target": "t", "precision": "p", "batch": 1, "latency": {"median_ms": 1.0},
+         "accuracy": {"top1": 1.0}}]}
+    assert R.problems(bad) == ["'environment' is missing or not an object", "entries[0] is not an object",
+                               "entries[1] lacks target, precision, batch, latency",
+                               "entries[2] lacks a numeric latency.median_ms",
+                               "entries[3].accuracy needs numeric top1 and n, or null"]
+    no_entries = {"format": R.FORMAT, "schema_version": R.SCHEMA_VERSION}
+    assert R.problems(no_entries) == ["'entries' is missing or not a list"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(UserError) as e:
+        R.load(path)
+    assert str(e.value) == f"{path}: 'environment' is missing or not an object (and 4 more problems)"
+    with pytest.raises(ValueError, match=r"^refusing to write invalid results: 'environment' is missing or not an "
+                                         r"object; entries\[0\] is not an object; "):
+        R.save(bad, tmp_path / "x.json")
+
+
+def test_saved_file_is_indented_json(tmp_path):
+    r = R.new_results({"cpu": {}}, {"name": "unit"})
+    text = R.save(r, tmp_path / "r.json").read_text()
+    assert text.startswith('{\n "format": "wae-deploy-bench",\n') and text.endswith("}\n")

@@ -93,6 +93,54 @@ def test_wae_baseline_pair_compared_per_batch(first):
         assert wae["speedup_vs_baseline"] == c["ratio"]
 
 
+def test_accuracy_is_each_checkpoints_own_top1_on_the_eval_sample(first, ckpts, cifar_test):
+    """A second implementation: torch on the same images (the suite's eval sample: seed 1), argmax vs label."""
+    import numpy as np
+    import torch
+
+    from wae_deploy import checkpoint
+    from wae_deploy.preprocess import CIFAR
+
+    data = cifar_test.sample(EVAL, seed=1)
+    for key in ("wae", "plain"):
+        with torch.no_grad():
+            logits = checkpoint.load(ckpts[key]).build_model()(torch.from_numpy(CIFAR.normalize(data.images))).numpy()
+        top1 = 100.0 * (logits.argmax(1) == data.labels).sum() / EVAL
+        top5 = 100.0 * (np.argsort(-logits, 1)[:, :5] == data.labels[:, None]).any(1).sum() / EVAL
+        for batch in BATCHES:
+            got = R.find_entry(first, key, "ort", "fp32", batch)["accuracy"]
+            # ORT and torch differ by ~1e-7: one near-tie among 200 images may go the other way
+            assert abs(got["top1"] - top1) <= 100 / EVAL and abs(got["top5"] - top5) <= 100 / EVAL, (key, got)
+
+
+def test_speedup_side_follows_a_slowed_baseline(first, ckpts, workdir, monkeypatch):
+    """The baseline's runner sleeps 50 ms per call on top of its work: the WAE's speed-up over it is
+    above 1 and is the paired ratio baseline / WAE (its interval is checked in test_speedup.py)."""
+    import dataclasses
+    import time
+
+    real_load = sources.BenchModel.load
+
+    def slow_load(self, path, target, threads):
+        runner = real_load(self, path, target, threads)
+        if Path(path).name.startswith("plain."):
+            infer = runner.infer
+            runner.infer = lambda x: (time.sleep(0.05), infer(x))[1]
+        return runner
+
+    monkeypatch.setattr(sources.BenchModel, "load", slow_load)
+    slowed = run(dataclasses.replace(config(ckpts, workdir), accuracy=False), log=_quiet)
+    for batch in BATCHES:
+        cmp = next(c for c in slowed["comparisons"] if c["batch"] == batch)
+        plain = R.find_entry(slowed, "plain", "ort", "fp32", batch)["latency"]
+        wae = R.find_entry(slowed, "wae", "ort", "fp32", batch)
+        assert (cmp["a"], cmp["b"]) == ("plain", "wae") and plain["min_ms"] >= 50.0
+        assert 1.0 < cmp["ci95"][0] <= cmp["ratio"] <= cmp["ci95"][1]
+        assert wae["speedup_vs_baseline"] == cmp["ratio"]
+        of_medians = plain["median_ms"] / wae["latency"]["median_ms"]
+        assert of_medians > 1 and wae["speedup_vs_fp32_baseline"] == pytest.approx(of_medians)
+
+
 def test_results_are_a_valid_schema_file(first, tmp_path):
     path = R.save(first, tmp_path / "results.json")
     loaded = R.load(path)

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from fixtures_small import assert_clean_error, cli_command, cli_env, listing, run_cli, tiny_ckpt, tiny_onnx  # noqa: F401
+from seeds import FAULT_SEED as SEED
 
 from wae_deploy import atomic, onnx_meta
 from wae_deploy import data as data_mod
@@ -36,7 +36,6 @@ from wae_deploy.errors import UserError
 from wae_deploy.preprocess import CIFAR
 from wae_deploy.targets import get_target
 
-SEED = int(os.environ.get("WAE_FAULT_SEED", time.time_ns() % 100_000))
 HIDDEN_LEFTOVER = re.compile(r"^\..+\.(partial|old)$")
 
 
@@ -69,66 +68,110 @@ def check_artifact(path: Path) -> None:
         assert runner.infer(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 10)
 
 
-def kill_during(args: list[str], out_dir: Path, delay: float | None) -> tuple[bool, float]:
-    """Start the CLI, then SIGKILL it after `delay` s, or (delay None) the moment a partial output
-    appears in out_dir. Returns (killed, seconds it ran)."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cli_command() + [str(a) for a in args], env=cli_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+# The CLI with a pause in the middle of its output, reported on stdout: the test kills it there.
+# file N K: the N-th atomic file write pauses after K of its 10 chunks; folder manifest: the
+# artifact folder has its model files but no manifest yet; folder swap: it is complete, not renamed.
+KILL_POINT = textwrap.dedent("""
+    import sys, time
+    from wae_deploy import artifact, atomic
+
+    kind, where, chunk, args = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+
+    def tell(*words):
+        print(*words, flush=True)
+        time.sleep(120)
+        sys.exit(3)
+
+    if kind == "file":
+        real_open, writes = open, []
+
+        class Chunked:
+            def __init__(self, *a):
+                self.f = real_open(*a)
+                writes.append(self.f.name)
+
+            def write(self, data):
+                step = -(-len(data) // 10)
+                for i in range(10):
+                    self.f.write(data[i * step:(i + 1) * step])
+                    self.f.flush()
+                    if len(writes) - 1 == int(where) and i + 1 == chunk:
+                        tell("writing", self.f.name, min((i + 1) * step, len(data)), len(data))
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.f.close()
+
+        atomic.open = Chunked
+    elif where == "manifest":
+        artifact.write = lambda folder, final, manifest: tell("writing", folder)
+    else:
+        atomic._swap_in = lambda tmp, final, parent: tell("writing", tmp)
+    from wae_deploy.cli import main
+    main(args, prog_name="wae-deploy")
+""")
+
+
+def kill_at(kind: str, where: str, chunk: int, args: list) -> list[str]:
+    """Run the CLI with KILL_POINT, SIGKILL it when it reports the pause; assert the kill landed there."""
+    proc = subprocess.Popen([sys.executable, "-c", KILL_POINT, kind, where, str(chunk), *map(str, args)],
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = t0 + 180
-        while proc.poll() is None and time.monotonic() < deadline:
-            if delay is not None and time.monotonic() - t0 >= delay:
-                break
-            if delay is None and any(".partial" in p.name for p in out_dir.iterdir()):
-                break
-            time.sleep(0.002 if delay is None else 0.02)
-        killed = proc.poll() is None
-        if killed:
-            proc.send_signal(signal.SIGKILL)
+        report = proc.stdout.readline().split()
+        proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        if not killed:
-            assert proc.returncode == 0, proc.stderr.read().decode()
-        return killed, time.monotonic() - t0
+        assert report and report[0] == "writing", f"no pause reached (seed {SEED}): {proc.stderr.read()[-2000:]}"
+        assert proc.returncode == -signal.SIGKILL, proc.returncode
+        return report[1:]
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.stdout.close()
         proc.stderr.close()
 
 
 # ----------------------------------------------------------------------------- (a) SIGKILL
 
-@pytest.mark.parametrize("when", ["random-delay", "while-writing"])
-def test_export_killed_leaves_nothing_trusted(tiny_ckpt, tmp_path, when):  # noqa: F811
+@pytest.mark.parametrize("write", ["model", "manifest"])
+def test_export_killed_mid_write_leaves_nothing_trusted(tiny_ckpt, tmp_path, write):  # noqa: F811
     out = tmp_path / "m.onnx"
     args = ["export", tiny_ckpt, "-o", out, "--verify", "16"]
-    delay = random.Random(SEED).uniform(0.5, 4.0) if when == "random-delay" else None
-    killed, ran = kill_during(args, tmp_path, delay)
+    chunk = random.Random(SEED).randint(1, 9)
+    partial, written, total = kill_at("file", "0" if write == "model" else "1", chunk, args)
+    # the kill landed inside the write: the hidden temporary holds the first chunks only
+    assert Path(partial).parent == tmp_path and 0 < int(written) < int(total)
+    assert Path(partial).stat().st_size == int(written) and HIDDEN_LEFTOVER.match(Path(partial).name)
     left = leftovers_are_hidden(tmp_path, {"m.onnx", "m.json"})
-    if out.exists():
+    assert left == [Path(partial).name]
+    if write == "model":
+        assert not out.exists() and not out.with_suffix(".json").exists()
+    else:  # the model was complete and renamed in; its manifest was not
         check_onnx_export(out)
-    else:
         assert not out.with_suffix(".json").exists()
     proc = run_cli(args, timeout=180)
     assert proc.returncode == 0, proc.stderr
     check_onnx_export(out)
-    print(f"seed {SEED}: killed={killed} after {ran:.2f} s, hidden leftovers {left}")
+    print(f"seed {SEED}: killed in the {write} write after chunk {chunk}, hidden leftovers {left}")
 
 
-@pytest.mark.parametrize("when", ["random-delay", "while-writing"])
-def test_build_killed_leaves_nothing_trusted(tiny_onnx, tmp_path, when):  # noqa: F811
+@pytest.mark.parametrize("where", ["manifest", "swap"])
+def test_build_killed_mid_write_leaves_nothing_trusted(tiny_onnx, tmp_path, where):  # noqa: F811
     out = tmp_path / "a"
     args = ["build", tiny_onnx, "--target", "ort", "--precision", "int8", "--calib-size", "16", "-o", out]
-    delay = random.Random(SEED + 1).uniform(0.5, 4.0) if when == "random-delay" else None
-    killed, ran = kill_during(args, tmp_path, delay)
-    left = leftovers_are_hidden(tmp_path, {"a"})
-    if out.exists():
-        check_artifact(out)
+    (partial,) = kill_at("folder", where, 0, args)
+    # the kill landed while the folder was being written: its model is there, unpublished
+    assert Path(partial).parent == tmp_path and (Path(partial) / "model.onnx").is_file()
+    assert (Path(partial) / "manifest.json").is_file() == (where == "swap")
+    assert leftovers_are_hidden(tmp_path, {"a"}) == [Path(partial).name] and not out.exists()
     proc = run_cli(args, timeout=180)
     assert proc.returncode == 0, proc.stderr
     check_artifact(out)
     assert json.loads((out / "manifest.json").read_text())["precision"] == "int8"
-    print(f"seed {SEED}: killed={killed} after {ran:.2f} s, hidden leftovers {left}")
 
 
 def test_leftover_partial_is_never_picked_up(tiny_onnx, tmp_path):  # noqa: F811

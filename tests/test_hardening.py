@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import pickle
+import random
 import struct
 import zlib
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from fixtures_small import assert_clean_error, listing, run_cli, tiny_ckpt, tiny_onnx, write_images  # noqa: F401
+from seeds import FUZZ_SEED
 
 from wae_deploy.cli import main
 
@@ -40,7 +42,7 @@ class Ctx:
         return p
 
     def random_bytes(self, name: str, n: int = 4096) -> Path:
-        return self.file(name, os.urandom(n))
+        return self.file(name, random.Random(f"{FUZZ_SEED}-{name}").randbytes(n))  # replayable: seeds.py
 
     def copy(self, src: Path, name: str) -> Path:
         return self.file(name, src.read_bytes())
@@ -93,7 +95,7 @@ class Ctx:
         p = self.tmp / name
         for c, ext in (("a", "jpg"), ("b", "png")):
             (p / c).mkdir(parents=True)
-            (p / c / f"x.{ext}").write_bytes(os.urandom(700))
+            (p / c / f"x.{ext}").write_bytes(random.Random(f"{FUZZ_SEED}-{name}-{c}").randbytes(700))
         return p
 
     def images(self, name: str) -> Path:

@@ -58,3 +58,49 @@ def test_onnx_model_gets_a_session():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     top1, hits = _top1_validator(_held_out(), CIFAR, batch=4)(model, range(len(LABELS)))
     assert top1 == 1.0 and len(hits) == len(LABELS)
+
+
+def _two_convs_one_quantized():
+    """images -> conv "q/Conv" (weight through DequantizeLinear) -> conv "f/Conv" (float weight) -> logits."""
+    w = helper.make_tensor("w", TensorProto.INT8, [3, 3, 1, 1], [1] * 9)
+    f = helper.make_tensor("f", TensorProto.FLOAT, [3, 3, 1, 1], [0.5] * 9)
+    scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "s"], ["wq"], name="q/DequantizeLinear"),
+         helper.make_node("Conv", ["images", "wq"], ["h"], name="q/Conv"),
+         helper.make_node("Conv", ["h", "f"], ["logits"], name="f/Conv")], "two",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 2, 2])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, 2, 2])], initializer=[w, f, scale])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_float_layers_are_those_without_a_quantized_weight():
+    from wae_deploy.quantize import float_layers
+
+    assert float_layers(_two_convs_one_quantized()) == ["f/Conv"]
+
+
+def test_accuracy_control_is_reported_from_what_nncf_returned(monkeypatch):
+    """quantize_to_bound calls NNCF's accuracy control (not plain quantization) and reads the layers
+    left in float off the model it returned."""
+    import nncf
+
+    from wae_deploy.quantize import quantize_to_bound
+
+    calls = []
+
+    def accuracy_control(model, calibration, validation, validate, **kwargs):
+        calls.append(kwargs)
+        return _two_convs_one_quantized()
+
+    def plain(*_a, **_k):
+        raise AssertionError("plain quantization instead of NNCF's accuracy control")
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", accuracy_control)
+    monkeypatch.setattr(nncf, "quantize", plain)
+    held_out = _held_out()
+    model, report = quantize_to_bound("the model", held_out, CIFAR, held_out, 0.5, keep_float=("encoder",))
+    assert len(calls) == 1 and calls[0]["max_drop"] == 0.005 and calls[0]["subset_size"] == len(LABELS)
+    assert [p for p in calls[0]["ignored_scope"].patterns] == [r"^decomposer\."]
+    assert report == {"max_drop": 0.5, "held_out": len(LABELS), "float_layers": ["f/Conv"]}
+    assert model.graph.name == "two"

@@ -223,16 +223,56 @@ def test_accuracy_bounded_build_meets_a_loose_bound_in_one_step(artifacts):
 
 
 @pytest.mark.parametrize("target", ["ort", "openvino"])
-def test_per_layer_search_runs_through_nncf(wae_onnx, cifar_test, images, reference, tmp_path, target):
-    """NNCF's accuracy control calls back into our validation with its own raw items and models."""
+def test_per_layer_search_runs_through_nncf(wae_onnx, cifar_test, images, reference, tmp_path, target, monkeypatch):
+    """NNCF's accuracy control calls back into our validation with its own raw items and models, and
+    the manifest's account of it is read from the model NNCF returned."""
+    import nncf
+
+    real, calls = nncf.quantize_with_accuracy_control, []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", spy)
     t = get_target(target)
     assert t.accuracy_control
     held_out = cifar_test.sample(60, seed=3)
     calib = cifar_test.sample(CALIB, seed=4)
-    art = t.build(wae_onnx, "int8", calib, tmp_path / "a", accuracy_control=(held_out, 0.5))
-    assert art.manifest["accuracy_control"] is True and art.path == tmp_path / "a"
+    art = t.build(wae_onnx, "int8", calib, tmp_path / "a", keep_float=("encoder",), accuracy_control=(held_out, 0.5))
+    assert len(calls) == 1 and calls[0]["max_drop"] == 0.005  # 0.5 points, as NNCF's fraction
+    control = art.manifest["accuracy_control"]
+    assert control["max_drop"] == 0.5 and control["held_out"] == 60 and art.path == tmp_path / "a"
+    # the encoder's five convolutions were kept in float by request; whatever NNCF reverted is a real layer
+    layers = {n.name for n in onnx.load(str(wae_onnx)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+    assert {n for n in layers if n.startswith("decomposer.")} <= set(control["float_layers"]) <= layers
     logits = infer(tmp_path / "a", target, images)
     assert logits.shape == reference.shape and np.isfinite(logits).all()
+
+
+# The reference checkpoint's score on CIFAR-10 test images sample(1000, seed=11), computed once with
+# plain torch (model(x).argmax(1) == labels, no wae_deploy scoring code): 802 and 984 hits of 1000.
+# The smallest top-1 margin on the sample is 0.013, far above any FP32 runtime's difference.
+REFERENCE_SAMPLE = dict(n=1000, seed=11)
+REFERENCE_TOP1, REFERENCE_TOP5 = 80.2, 98.4
+
+
+@pytest.mark.parametrize("target,precision", [("ort", "fp32"), ("openvino", "fp32"), ("torch", "fp32"),
+                                              ("ort", "int8"), ("openvino", "int8")])
+def test_reference_model_scores_its_recorded_top1_through_every_runtime(artifacts, wae_onnx, cifar_test, tmp_path,
+                                                                         target, precision):
+    from wae_deploy.metrics import evaluate_runner
+
+    data = cifar_test.sample(REFERENCE_SAMPLE["n"], seed=REFERENCE_SAMPLE["seed"])
+    path = (build(wae_onnx, "torch", "fp32", tmp_path / "t", log=_quiet) if target == "torch"
+            else artifacts[target, precision]).path
+    with get_target(target).load(path, threads=1) as runner:
+        got = evaluate_runner(runner, data, CIFAR)
+    assert got["n"] == 1000
+    if precision == "fp32":
+        assert (got["top1"], got["top5"]) == (REFERENCE_TOP1, REFERENCE_TOP5)
+    else:  # INT8 may move a few images, not the score
+        assert abs(got["top1"] - REFERENCE_TOP1) <= 2.0 and abs(got["top5"] - REFERENCE_TOP5) <= 1.0
 
 
 def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path, monkeypatch):

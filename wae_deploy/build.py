@@ -93,7 +93,10 @@ def build(onnx_path: str | Path, target_name: str | Target, precision: str, out:
             with target.load(out) as runner:
                 top1 = evaluate_runner(runner, held_out, info.preprocessing)["top1"]
             drop = ref_top1 - top1
-            tried.append({"keep_float": "nncf-accuracy-control", "top1": top1, "drop": round(drop, 3)})
+            # what NNCF returned, not what was asked: the layers its search left in float
+            control = art.manifest.get("accuracy_control") or {}
+            tried.append({"keep_float": "nncf-accuracy-control", "top1": top1, "drop": round(drop, 3),
+                          "float_layers": control.get("float_layers")})
             log(f"  accuracy control: top-1 {top1:.2f}% (drop {drop:+.2f} points)")
         if drop > max_accuracy_drop:
             shutil.rmtree(out, ignore_errors=True)

@@ -148,6 +148,28 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
             "n": int(len(reference))}
 
 
+def verified(model: torch.nn.Module, raw: onnx.ModelProto, final: onnx.ModelProto, used: str, images: np.ndarray,
+             batch: int | None) -> tuple[onnx.ModelProto, str, str | None, dict]:
+    """Check `final` (simplified by `used`) against torch on `images`: -> (graph, simplifier, note, parity).
+
+    A simplified graph that breaks parity gives way to the raw export (the note says so); a graph
+    that still disagrees is refused with exit status 1, before anything is written.
+    """
+    chunk = 256 if batch is None else batch
+    with torch.no_grad():
+        reference = torch.cat([model(torch.from_numpy(images[i:i + 256])) for i in range(0, len(images), 256)]).numpy()
+    check, note = parity(reference, ort_logits(final, images, chunk)), None
+    if used != "none" and not _passes(check):
+        note = (f"{used} broke parity (max |diff| {check['max_abs_diff']:.2e}, top-1 agreement "
+                f"{100 * check['top1_agreement']:.1f}%); kept the unsimplified graph")
+        final, used = raw, "none"
+        check = parity(reference, ort_logits(final, images, chunk))
+    if not _passes(check):
+        raise UserError(f"exported graph disagrees with PyTorch (max |diff| {check['max_abs_diff']:.2e}, "
+                        f"top-1 agreement {100 * check['top1_agreement']:.1f}%); nothing written", exit_code=1)
+    return final, used, note, check
+
+
 def graph_hash(model: onnx.ModelProto) -> str:
     """Hash of the graph and weights (not producer fields), for checking that exports repeat."""
     return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
@@ -201,18 +223,8 @@ def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MI
 
     check = {}
     if verify > 0:
-        with torch.no_grad():
-            reference = torch.cat([model(torch.from_numpy(images[i:i + 256]))
-                                   for i in range(0, len(images), 256)]).numpy()
-        check = parity(reference, ort_logits(final, images, 256 if batch is None else batch))
-        if used != "none" and not _passes(check):
-            note = (f"{used} broke parity (max |diff| {check['max_abs_diff']:.2e}, top-1 agreement "
-                    f"{100 * check['top1_agreement']:.1f}%); kept the unsimplified graph")
-            final, used = raw, "none"
-            check = parity(reference, ort_logits(final, images, 256 if batch is None else batch))
-        if not _passes(check):
-            raise UserError(f"exported graph disagrees with PyTorch (max |diff| {check['max_abs_diff']:.2e}, "
-                            f"top-1 agreement {100 * check['top1_agreement']:.1f}%); nothing written", exit_code=1)
+        final, used, broke, check = verified(model, raw, final, used, images, batch)
+        note = broke or note
     onnx_meta.write(final, info)
     try:
         onnx.checker.check_model(final)

@@ -60,28 +60,78 @@ def quiet():
             logger.setLevel(level)
 
 
-def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_name: str | None = None,
-             accuracy_control: tuple[ImageSet, float] | None = None):
-    """NNCF post-training quantization of an onnx.ModelProto or an openvino.Model.
-
-    With `accuracy_control=(held_out, max_drop_points)`, NNCF's per-layer search: it ranks the
-    quantized layers by the top-1 they cost on `held_out` and reverts the worst to float until
-    the drop is at most `max_drop_points`.
-    """
+def _nncf():
     try:
         import nncf
     except ImportError as e:      # every INT8 build from a plain ONNX lands here, whatever the target
         raise UserError(f"INT8 from a plain ONNX model needs nncf: pip install 'nncf>=2.16' ({e})") from e
+    return nncf
 
-    common = dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
-                  ignored_scope=ignored_scope(keep_float) if keep_float else None)
+
+def _common(nncf, calib: ImageSet, keep_float) -> dict:
+    return dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
+                ignored_scope=ignored_scope(keep_float) if keep_float else None)
+
+
+def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_name: str | None = None):
+    """NNCF post-training quantization of an onnx.ModelProto or an openvino.Model."""
+    nncf = _nncf()
     with quiet():
-        if accuracy_control is None:
-            return nncf.quantize(model, calibration_dataset(calib, spec, input_name), **common)
-        held_out, max_drop_points = accuracy_control
-        return nncf.quantize_with_accuracy_control(
+        return nncf.quantize(model, calibration_dataset(calib, spec, input_name), **_common(nncf, calib, keep_float))
+
+
+def quantize_to_bound(model, calib: ImageSet, spec: Preprocessing, held_out: ImageSet, max_drop_points: float,
+                      keep_float=(), input_name: str | None = None):
+    """NNCF's per-layer search: -> (quantized model, what NNCF did for the manifest's `accuracy_control`).
+
+    NNCF ranks the quantized layers by the top-1 they cost on `held_out` and reverts the worst
+    to float until the drop is at most `max_drop_points`. The report is read from the model NNCF
+    returned (the layers it left in float), so a manifest cannot claim a search that never ran.
+    """
+    nncf = _nncf()
+    with quiet():
+        result = nncf.quantize_with_accuracy_control(
             model, calibration_dataset(calib, spec, input_name), calibration_dataset(held_out, spec, input_name),
-            _top1_validator(held_out, spec), max_drop=max_drop_points / 100.0, **common)
+            _top1_validator(held_out, spec), max_drop=max_drop_points / 100.0, **_common(nncf, calib, keep_float))
+    return result, {"max_drop": max_drop_points, "held_out": len(held_out), "float_layers": float_layers(result)}
+
+
+# Layers INT8 speeds up, and the operations that may stand between a weight and its layer.
+ONNX_LAYERS = ("Conv", "Gemm", "MatMul")
+OV_LAYERS = ("Convolution", "GroupConvolution", "MatMul")
+_PASS_THROUGH = ("Convert", "Multiply", "Subtract", "Reshape", "Transpose", "Unsqueeze", "Squeeze")
+
+
+def float_layers(model) -> list[str]:
+    """Names of the heavy layers whose weights are not quantized, in an NNCF-quantized model.
+
+    ONNX (Q/DQ): the weight does not come through a DequantizeLinear. OpenVINO: no FakeQuantize
+    and no integer constant on the weight's path (NNCF may have compressed the weight already).
+    """
+    if hasattr(model, "graph"):
+        producer = {out: n for n in model.graph.node for out in n.output}
+
+        def quantized(name: str) -> bool:
+            node = producer.get(name)
+            while node is not None and node.op_type in ("Transpose", "Reshape"):
+                node = producer.get(node.input[0])
+            return node is not None and node.op_type == "DequantizeLinear"
+
+        return [n.name for n in model.graph.node if n.op_type in ONNX_LAYERS and not quantized(n.input[1])]
+
+    def quantized_ov(node, depth: int = 0) -> bool:
+        kind = node.get_type_name()
+        if kind == "FakeQuantize":
+            return True
+        if kind == "Constant":
+            return node.get_element_type().get_type_name() in ("i8", "u8", "i4", "u4")
+        if kind not in _PASS_THROUGH or depth > 8:
+            return False
+        return any(quantized_ov(i.get_source_output().get_node(), depth + 1) for i in node.inputs())
+
+    # OpenVINO names a layer split from its bias after the ONNX node: the ONNX name is the one users know
+    return [op.get_friendly_name().removesuffix("/WithoutBiases") for op in model.get_ordered_ops()
+            if op.get_type_name() in OV_LAYERS and not quantized_ov(op.input(1).get_source_output().get_node())]
 
 
 def _top1_validator(held_out: ImageSet, spec: Preprocessing, batch: int = 100):

@@ -86,7 +86,8 @@ class Target(ABC):
 
         `keep_float` names model parts (quantize.PARTS) or node-name patterns left unquantized;
         `meta` (manifest keys the caller knows, e.g. the calibration set) goes into the manifest;
-        `accuracy_control` only where the target's `accuracy_control` says so.
+        `accuracy_control` only where the target's `accuracy_control` says so; the manifest's
+        `accuracy_control` is then what NNCF reported (quantize.quantize_to_bound), else False.
         """
 
     @abstractmethod

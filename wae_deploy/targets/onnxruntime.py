@@ -183,11 +183,16 @@ class OnnxRuntimeTarget(Target):
         details = {}
         model = onnx_meta.load_model(onnx_path)
         info = onnx_meta.from_model(model, str(onnx_path))
+        control = False
         if precision == "int8":
-            from ..quantize import quantize
+            from ..quantize import quantize, quantize_to_bound
 
-            model = quantize(model, calib, info.preprocessing, keep_float, input_name=model.graph.input[0].name,
-                             accuracy_control=accuracy_control)
+            name = model.graph.input[0].name
+            if accuracy_control:
+                model, control = quantize_to_bound(model, calib, info.preprocessing, *accuracy_control, keep_float,
+                                                   input_name=name)
+            else:
+                model = quantize(model, calib, info.preprocessing, keep_float, input_name=name)
             model, details["weight_only"] = repair_weight_only(model, calib, info.preprocessing)
             onnx_meta.write(model, info)  # NNCF keeps metadata on most versions; make sure
         with atomic.atomic_dir(out) as tmp:
@@ -195,8 +200,7 @@ class OnnxRuntimeTarget(Target):
             manifest = artifact.new_manifest(
                 onnx_path, info, self.name, precision, _version(), **(meta or {}),
                 executed=executed_precisions(tmp / MODEL), keep_float=list(keep_float),
-                accuracy_control=accuracy_control is not None, build_seconds=round(time.perf_counter() - t0, 2),
-                details=details)
+                accuracy_control=control, build_seconds=round(time.perf_counter() - t0, 2), details=details)
             return artifact.write(tmp, out, manifest)
 
     def load(self, path: Path, threads: int | None = None) -> Runner:

@@ -115,16 +115,20 @@ class OpenVINOTarget(Target):
         t0 = time.perf_counter()
         info = onnx_meta.read(onnx_path)
         model = ov.convert_model(str(onnx_path))
+        control = False
         if precision == "int8":
-            from ..quantize import quantize
+            from ..quantize import quantize, quantize_to_bound
 
-            model = quantize(model, calib, info.preprocessing, keep_float, accuracy_control=accuracy_control)
+            if accuracy_control:
+                model, control = quantize_to_bound(model, calib, info.preprocessing, *accuracy_control, keep_float)
+            else:
+                model = quantize(model, calib, info.preprocessing, keep_float)
         with atomic.atomic_dir(out) as tmp:
             ov.save_model(model, str(tmp / XML), compress_to_fp16=precision == "fp16")
             manifest = artifact.new_manifest(
                 onnx_path, info, self.name, precision, _version(), **(meta or {}),
                 executed=executed_precisions(compile_model(tmp / XML, precision, 1)), keep_float=list(keep_float),
-                accuracy_control=accuracy_control is not None, build_seconds=round(time.perf_counter() - t0, 2),
+                accuracy_control=control, build_seconds=round(time.perf_counter() - t0, 2),
                 details={"compute_precision": COMPUTE[precision]},
                 note="FP16 weights; this CPU computes in f32" if precision == "fp16" else None)
             return artifact.write(tmp, out, manifest)
