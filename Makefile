@@ -64,8 +64,8 @@ models/wae-resnet20.pt: | $(STAMP)
 models/wae-resnet20-noenergy.pt: | $(STAMP)
 	$(TRAIN) --arch wae-resnet20 --wae-epochs 3 --lambda 0 -o $@
 
-# The Imagenette reference family (about 65 minutes on 2 cores with `make -j2 train-imagenette
-# THREADS=1`), then rewrites models/README.md.
+# The Imagenette reference family (seven checkpoints, about two hours on 2 cores with
+# `make -j2 train-imagenette THREADS=1`), then rewrites models/README.md.
 train-imagenette: $(NETTE)
 	$(BIN)/python -m wae_deploy.reference_table models > models/README.md.tmp && mv models/README.md.tmp models/README.md
 
