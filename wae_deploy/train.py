@@ -293,6 +293,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
     kind, family = parse_arch(cfg.arch)
     if cfg.amp not in ("auto", "bf16", "fp16", "off"):
         raise UserError(f"--amp must be auto, bf16, fp16 or off, not {cfg.amp!r}")
+    if cfg.kd_temp <= 0 or cfg.kd_weight < 0:  # before any data is decoded
+        raise UserError("--kd-temp must be above 0 and --kd-weight at least 0")
     ctx = distributed.setup(cfg.device)
     try:
         return _train(cfg, kind, family, ctx, log if ctx.main else (lambda _: None), progress if ctx.main else None)
@@ -479,8 +481,6 @@ def _teacher(cfg: TrainConfig, spec: Preprocessing, classes: list[str], dev) -> 
     """The distillation teacher, frozen in eval mode; it must read the student's input as it is."""
     if cfg.teacher is None:
         return None
-    if cfg.kd_temp <= 0 or cfg.kd_weight < 0:
-        raise UserError("--kd-temp must be above 0 and --kd-weight at least 0")
     ck = checkpoint.load(cfg.teacher)
     if ck.preprocessing != spec:
         raise UserError(f"--teacher {cfg.teacher}: its preprocessing differs from {cfg.arch}'s "

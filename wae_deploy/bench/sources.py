@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import artifact, onnx_meta
-from ..build import build
+from ..build import build, default_artifact
 from ..data import ImageSet, default_data_root, load_split
 from ..errors import UserError
 from ..hashing import sha256
@@ -76,7 +76,7 @@ class BenchModel:
 
 def _built(onnx_path: Path, target, precision: str, workdir: Path, calib_size: int, log) -> Path:
     """The artifact for (model, target, precision) in workdir, rebuilt unless built from this very ONNX."""
-    out = workdir / f"{onnx_path.stem}.{target.name}-{precision}"
+    out = workdir / default_artifact(onnx_path, target.name, precision).name
     try:
         manifest = artifact.open(out).manifest
         if manifest["source_sha256"] == sha256(onnx_path) and target.same_build(manifest):
