@@ -89,8 +89,29 @@ def test_val_labels_naming_an_unknown_class_is_one_line(tmp_path):
 
 
 def _config(root, out, **kw):
-    return TrainConfig(arch="resnet20", out=str(out), data=str(root), stream=True, epochs=1, batch_size=8,
+    kw.setdefault("stream", True)
+    return TrainConfig(arch="resnet20", out=str(out), data=str(root), epochs=1, batch_size=8,
                        lr=0.05, amp="off", device="cpu", **kw)
+
+
+@pytest.mark.parametrize("flat, memory, reason", [
+    (False, 10**12, None),
+    (False, 150_000, "into memory would take"),  # 30 images x 32 x 32 x 3 bytes = 92 kB > half of 150 kB
+    (False, 200_000, None),
+    (True, 10**12, "has no class folders"),
+])
+def test_training_streams_by_itself_what_memory_cannot_hold(tmp_path, monkeypatch, flat, memory, reason):
+    import wae_deploy.train as train_module
+    monkeypatch.setattr(train_module, "memory_bytes", lambda: memory)
+    root = imagenet_tree(tmp_path / "d", flat_val=flat)
+    logs = []
+    ckpt = train(_config(root, tmp_path / "run.pt", stream=False, workers=0), log=logs.append)
+    said = [line for line in logs if "streaming it from disk (--stream)" in line]
+    assert ckpt.metrics["test"]["n"] == 6 and ckpt.classes == WNIDS
+    if reason is None:
+        assert not said
+    else:
+        assert len(said) == 1 and reason in said[0]
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Facts about this machine: CPU features, the NVIDIA GPU and driver, the Jetson release, power mode, clocks.
+"""Facts about this machine: CPU features, memory, the NVIDIA GPU and driver, the Jetson release, power mode, clocks.
 
 The one owner of these facts: `doctor`, the bench fingerprint (bench/environment.py), the OpenVINO
 target and training (cpu_has) all read them here. Parsers take the text of a file or of a tool's
@@ -104,6 +104,24 @@ def online_cpus(root: Path = LIVE) -> list[Path]:
     """sysfs folders of the online CPUs (cpu0 has no 'online' file; Jetson power modes switch cores off)."""
     return [d for d in sorted((Path(root) / "sys/devices/system/cpu").glob("cpu[0-9]*"))
             if read(d, "online").strip() in ("", "1")]
+
+
+# ---------------------------------------------------------------- Memory
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """/proc/meminfo -> {field: bytes}."""
+    fields = {}
+    for m in re.finditer(r"^(\w+):\s+(\d+)( kB)?", text, re.M):
+        fields[m.group(1)] = int(m.group(2)) * (1024 if m.group(3) else 1)
+    return fields
+
+
+def memory_bytes(root: Path = LIVE) -> int | None:
+    """The memory this process may use: MemTotal, or a smaller cgroup limit (containers)."""
+    total = parse_meminfo(read(root, "proc/meminfo")).get("MemTotal")
+    limits = [read(root, rel).strip() for rel in ("sys/fs/cgroup/memory.max",
+                                                   "sys/fs/cgroup/memory/memory.limit_in_bytes")]
+    return min([int(v) for v in limits if v.isdigit()] + ([total] if total else []), default=None)
 
 
 # ---------------------------------------------------------------- NVIDIA GPU

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from . import atomic, checkpoint, distributed
 from .data import ImageSet, default_data_root, load_split
 from .errors import UserError
-from .machine import cpu_has
+from .machine import cpu_has, memory_bytes
 from .metrics import accuracy
 from .models import Decomposed, create_model, default_preprocessing, parse_arch
 from .models.wae import decomposition_stats, init_haar, wae_loss
@@ -304,6 +304,29 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
         distributed.teardown(ctx)
 
 
+def _must_stream(cfg, root: Path, crop: int, ctx: distributed.Context, log) -> bool:
+    """An ImageNet layout the in-memory path cannot take streams without --stream: one whose decoded
+    pixels (one copy per local rank) would fill more than half the memory, or one with a flat val/."""
+    from . import stream
+    if cfg.stream or not stream.is_imagenet_layout(root):
+        return False
+
+    def check() -> str | None:
+        if not any(d.is_dir() for d in (root / "val").iterdir()):
+            return f"{root / 'val'} has no class folders"
+        memory = memory_bytes()
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        need = ranks * (stream.count_images(root / "train") + stream.count_images(root / "val")) * crop * crop * 3
+        if memory and need > memory // 2:
+            return f"decoding {root} into memory would take {need / 1e6:,.0f} MB of the {memory / 1e6:,.0f} MB here"
+        return None
+
+    reason = distributed.from_main(check, ctx)
+    if reason:
+        log(f"{reason}: streaming it from disk (--stream)")
+    return reason is not None
+
+
 def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkpoint.Checkpoint | None:
     dev = ctx.device
     amp = _precision(cfg, dev)
@@ -314,6 +337,8 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
     # Photo models train on random-resized crops of a larger decode; CIFAR on padded crops.
     train_spec = (dataclasses.replace(spec, resize=family.train_size, crop=family.train_size)
                   if family.train_size else spec)
+    if _must_stream(cfg, root, train_spec.crop, ctx, log):
+        cfg = dataclasses.replace(cfg, stream=True)
     if cfg.stream:
         from . import stream
         train_set, test_set = stream.list_split(root, "train"), stream.list_split(root, "test")
