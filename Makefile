@@ -84,15 +84,20 @@ models/wae-vgg16-imagenette-nokd.pt: | $(STAMP)
 models/wae-vgg16-imagenette-random.pt: | $(STAMP)
 	$(TRAIN_NETTE) --arch wae-vgg16-imagenette --lr 0.0167 --wae-epochs 1 --wae-lr 3e-3 --wae-init random -o $@
 
-# The recorded suites (quiet machine, about 40 minutes): rewrites benchmarks/cpu-*.json and *.md.
+# The recorded suites (quiet machine, about an hour): rewrites benchmarks/cpu-*.json and *.md.
 bench: $(STAMP)
 	$(BIN)/wae-deploy bench --suite imagenette --target ort --target openvino --precision fp32,int8 --batch 1,8 \
-	  --min-time 2 --workdir build/bench-imagenette \
+	  --min-time 2 --profile --workdir build/bench-imagenette \
 	  --out benchmarks/cpu-imagenette.json --markdown benchmarks/cpu-imagenette.md --plot benchmarks/cpu-imagenette.png
+	$(BIN)/python benchmarks/int8_parts.py benchmarks/cpu-imagenette.json benchmarks/int8-parts-imagenette.json
 	$(BIN)/wae-deploy bench --suite cifar10 --target ort --target openvino --batch 1,8,64 --workdir build/bench \
 	  --out benchmarks/cpu-cifar10.json --markdown benchmarks/cpu-cifar10.md --plot benchmarks/cpu-cifar10.png
 	$(BIN)/wae-deploy bench --suite paper --target ort --target openvino --workdir build/bench-paper \
 	  --out benchmarks/cpu-paper.json --markdown benchmarks/cpu-paper.md
+	$(BIN)/wae-deploy bench --suite paper --models wae-vgg16,vgg16 --target ort --target openvino \
+	  --precision fp32,int8 --batch 1,8 --min-time 2 --profile --workdir build/bench-paper \
+	  --out benchmarks/cpu-paper-int8.json --markdown benchmarks/cpu-paper-int8.md
+	$(BIN)/python benchmarks/int8_parts.py benchmarks/cpu-paper-int8.json benchmarks/int8-parts-paper.json
 
 # On a machine with an NVIDIA GPU, TensorRT and pycuda: versions, the GPU tests, one TensorRT bench (< 5 min).
 gpu-check:
