@@ -53,10 +53,12 @@ def rows_of(net: str) -> list[tuple[str, str, str]]:
     ]
 
 
-# Other recipes for the same WAE, each its own row where its checkpoint exists (not the paper's rows).
+# Other recipes, each its own row where its checkpoint exists (not the paper's rows).
 RECIPE_ROWS = [
     ("WAE, the paper's recipe (no teacher)", "wae-{net}-nokd", "sum"),
     ("WAE, the paper's recipe from a random start (`--wae-init random`)", "wae-{net}-random", "sum"),
+    ("Resized input, distilled from the baseline as the WAE is (`--teacher`)", "{net}-resized-kd", "sum"),
+    ("Wavelet (9/7 DWT) + CNN, distilled from the baseline (`--teacher`)", "{net}-dwt-kd", "sum"),
 ]
 
 
