@@ -156,6 +156,17 @@ def test_cpu_features_from_cpuinfo(tmp_path):
     assert arm["int8_fast"] and arm["arm_int8"] == ["asimddp"] and not arm["bf16_native"]
 
 
+def test_memory_is_memtotal_or_a_smaller_cgroup_limit(tmp_path):
+    assert machine.memory_bytes(tmp_path) is None
+    _write(tmp_path, "proc/meminfo", "MemTotal:       24562344 kB\nHugePages_Total:       0\n")
+    assert machine.memory_bytes(tmp_path) == 24562344 * 1024
+    _write(tmp_path, "sys/fs/cgroup/memory.max", "max\n")  # cgroup v2 without a limit
+    _write(tmp_path, "sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n")  # v1, none either
+    assert machine.memory_bytes(tmp_path) == 24562344 * 1024
+    _write(tmp_path, "sys/fs/cgroup/memory.max", "4294967296\n")
+    assert machine.memory_bytes(tmp_path) == 4294967296
+
+
 def test_cpu_rows_without_vnni_or_bf16(tmp_path):
     _write(tmp_path, "proc/cpuinfo", "flags : avx2\n")
     cpu = cpu_info(tmp_path)
