@@ -31,7 +31,7 @@ def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
     else:
         lines += [
             f"- energy weight lambda: {ckpt.config.get('lambda_energy')}, gamma: {ckpt.config.get('gamma')}"
-            if ckpt.arch.startswith("wae-") else "- trained with cross-entropy alone",
+            if ckpt.arch.startswith("wae-") else "- trained with cross-entropy (no WAE losses)",
             f"- test top-1: {test.get('top1', float('nan')):.2f}%, top-5: {test.get('top5', float('nan')):.2f}% "
             f"({test.get('n', 0)} images)",
         ]
