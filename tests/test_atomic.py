@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from file_proxy import FileProxy
 from seeds import FAULT_SEED
 
 from wae_deploy import atomic
@@ -29,11 +30,11 @@ HIDDEN_OLD = re.compile(r"^\..+\.old$")
 REPO = Path(__file__).resolve().parents[1]
 
 
-class WatchedFile:
+class WatchedFile(FileProxy):
     """A file object that checks, at every write, that the final name is not the one being written."""
 
     def __init__(self, path, mode, final: Path, old: bytes | None, seen: list):
-        self.f = open(path, mode)  # noqa: SIM115 - closed in __exit__
+        super().__init__(path, mode)
         self.path, self.final, self.old, self.seen = Path(path), final, old, seen
 
     def write(self, data):
@@ -44,15 +45,6 @@ class WatchedFile:
         # meanwhile a reader of the final name finds the old file, whole, or nothing
         assert (self.final.read_bytes() if self.final.exists() else None) == self.old
         return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
 
 
 @pytest.mark.parametrize("old", [None, b"the old model"])
@@ -118,27 +110,15 @@ CHILD = textwrap.dedent("""
         sys.exit(3)
 
     if mode == "file":  # 10 chunks of 1000 bytes; the pause comes after chunk `stop`
-        real_open = open
+        from file_proxy import FileProxy
 
-        class Chunked:
-            def __init__(self, *a):
-                self.f = real_open(*a)
-
+        class Chunked(FileProxy):
             def write(self, data):
                 for i in range(10):
                     self.f.write(data[i * 1000:(i + 1) * 1000])
                     self.f.flush()
                     if i + 1 == stop:
                         tell("writing", self.f.name, (i + 1) * 1000)
-
-            def __getattr__(self, name):
-                return getattr(self.f, name)
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.f.close()
 
         atomic.open = Chunked
         atomic.write_bytes(final, b"n" * 10_000)
@@ -169,7 +149,7 @@ CHILD = textwrap.dedent("""
 
 def kill_mid_write(mode: str, final: Path, stop: int) -> list[str]:
     """Run CHILD, SIGKILL it when it reports that it is in the middle of the write; -> its report."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(final), str(stop)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -83,11 +83,12 @@ KILL_POINT = textwrap.dedent("""
         sys.exit(3)
 
     if kind == "file":
-        real_open, writes = open, []
+        from file_proxy import FileProxy
+        writes = []
 
-        class Chunked:
+        class Chunked(FileProxy):
             def __init__(self, *a):
-                self.f = real_open(*a)
+                super().__init__(*a)
                 writes.append(self.f.name)
 
             def write(self, data):
@@ -97,15 +98,6 @@ KILL_POINT = textwrap.dedent("""
                     self.f.flush()
                     if len(writes) - 1 == int(where) and i + 1 == chunk:
                         tell("writing", self.f.name, min((i + 1) * step, len(data)), len(data))
-
-            def __getattr__(self, name):
-                return getattr(self.f, name)
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.f.close()
 
         atomic.open = Chunked
     elif where == "manifest":
@@ -119,8 +111,9 @@ KILL_POINT = textwrap.dedent("""
 
 def kill_at(kind: str, where: str, chunk: int, args: list) -> list[str]:
     """Run the CLI with KILL_POINT, SIGKILL it when it reports the pause; assert the kill landed there."""
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen([sys.executable, "-c", KILL_POINT, kind, where, str(chunk), *map(str, args)],
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=cli_env(PYTHONPATH=path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         report = proc.stdout.readline().split()
         proc.send_signal(signal.SIGKILL)
