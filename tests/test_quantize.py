@@ -1,11 +1,19 @@
 """The validation callback NNCF's accuracy control calls: raw items are indices, in any order."""
 
+import re
+from pathlib import Path
+
 import numpy as np
+import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from wae_deploy.data import ImageSet
+from wae_deploy.export import export
 from wae_deploy.preprocess import CIFAR
-from wae_deploy.quantize import _top1_validator
+from wae_deploy.quantize import PARTS, _top1_validator
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 LABELS = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8], dtype=np.int64)
 
@@ -104,3 +112,17 @@ def test_accuracy_control_is_reported_from_what_nncf_returned(monkeypatch):
     assert [p for p in calls[0]["ignored_scope"].patterns] == [r"^decomposer\."]
     assert report == {"max_drop": 0.5, "held_out": len(LABELS), "float_layers": ["f/Conv"]}
     assert model.graph.name == "two"
+
+
+@pytest.mark.parametrize("checkpoint", ["wae-resnet20.pt", "resnet20-dwt.pt"])
+def test_parts_name_every_operation_of_their_module_and_nothing_else(checkpoint, tmp_path):
+    """--keep-float encoder/high/fusion on real exports: the DWT's one convolution is named
+    "decomposer/Conv", the WAE's "decomposer.body.0/Conv"; a pattern that misses either keeps
+    nothing in float without a word (NNCF's ignored scope is not validated)."""
+    path = export(MODELS / checkpoint, tmp_path / "m.onnx", verify=0, log=lambda *a: None).path
+    names = [n.name for n in onnx.load(str(path)).graph.node]
+    owner = {"encoder": "decomposer", "high": ("high", "norm_high"), "fusion": "fusion"}
+    for part, pattern in PARTS.items():
+        matched = {n for n in names if re.search(pattern, n)}
+        expected = {n for n in names if n.split("/")[0].split(".")[0] in np.atleast_1d(owner[part])}
+        assert matched == expected and any(n.endswith(("Conv", "Gemm")) for n in matched), (part, matched)

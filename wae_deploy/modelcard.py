@@ -10,6 +10,10 @@ from .models import create_model
 from .models.flops import baseline_of, count
 
 
+def _threads(n) -> str:
+    return f"{n} thread" if n == 1 else f"{n if n is not None else '?'} threads"
+
+
 def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
     size = ckpt.config["input_size"]
     model = ckpt.build_model()
@@ -53,7 +57,7 @@ def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
         + f"); parameters {counts.total_params / 1e6:.3f} M",
         f"- theoretical speed-up over `{baseline_of(ckpt.arch)}`: {base.total_macs / counts.total_macs:.2f}x",
         *([] if source else [f"- training time: {ckpt.metrics.get('train_time_s', 0) / 60:.1f} min on "
-                             f"{ckpt.provenance.get('threads', '?')} threads; "
+                             f"{_threads(ckpt.provenance.get('threads'))}; "
                              f"data: `{ckpt.provenance.get('data', '?')}`"]),
         f"- preprocessing: resize {ckpt.preprocessing.resize}, crop {ckpt.preprocessing.crop}, "
         f"mean {list(ckpt.preprocessing.mean)}, std {list(ckpt.preprocessing.std)}, {ckpt.preprocessing.channel_order}",

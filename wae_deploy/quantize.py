@@ -21,11 +21,13 @@ from .preprocess import Preprocessing
 
 # What a WAE makes sensitive to INT8, in the order the accuracy-bounded build keeps it in
 # float: the encoder (its 3- and 16-channel convolutions gain little from INT8 and feed
-# everything), the low-energy high-frequency branch, then the fusion head.
+# everything), the low-energy high-frequency branch, then the fusion head. A module's own
+# operations are named "<module>/Op" and its children's "<module>.<child>/Op" (the DWT's
+# single convolution is "decomposer/Conv", the WAE's are "decomposer.body.0/Conv").
 PARTS = {
-    "encoder": r"^decomposer\.",
-    "high": r"^(high\.|norm_high)",
-    "fusion": r"^fusion\.",
+    "encoder": r"^decomposer[./]",
+    "high": r"^(high|norm_high)[./]",
+    "fusion": r"^fusion[./]",
 }
 
 
