@@ -181,6 +181,22 @@ def test_keep_float_encoder_leaves_decomposer_convs_in_float(wae_onnx, tmp_path)
     assert ex["int8_ops"].get("QLinearConv") == conv_nodes(wae_onnx) - encoder_convs, ex
 
 
+def test_int8_keeps_the_fixed_wavelet_in_float(tmp_path):
+    """Rounded to INT8 the 9/7 filters leak the image mean into the high bands: a DWT model's
+    INT8 build keeps its one wavelet convolution in float unasked, and says so in the manifest."""
+    folder = tmp_path / "dwt"
+    folder.mkdir()
+    shutil.copyfile(REFERENCE.with_name("resnet20-dwt.pt"), folder / "dwt.pt")
+    path = export(folder / "dwt.pt", folder / "dwt.onnx", verify=0, log=_quiet).path
+    said = []
+    manifest = build(path, "ort", "int8", tmp_path / "int8", calib_size=CALIB, log=said.append).manifest
+    ex = manifest["executed"]
+    assert conv_nodes(path, "decomposer/") == 1
+    assert manifest["keep_float"] == ["encoder"] and any("wavelet in float" in line for line in said)
+    assert ex["float_ops"].get("Conv", 0) + ex["float_ops"].get("FusedConv", 0) == conv_nodes(path, "decomposer/")
+    assert ex["int8_ops"].get("QLinearConv") == conv_nodes(path) - conv_nodes(path, "decomposer/"), ex
+
+
 @pytest.mark.parametrize("target", ["ort", "openvino"])
 def test_load_refuses_artifact_of_another_runtime_version_or_target(artifacts, tmp_path, target):
     source = artifacts[target, "fp32"].path
