@@ -55,9 +55,9 @@ def rows_of(net: str) -> list[tuple[str, str, str]]:
 
 # Other recipes, each its own row where its checkpoint exists (not the paper's rows).
 RECIPE_ROWS = [
-    ("WAE, the paper's recipe (no teacher)", "wae-{net}-nokd", "sum"),
-    ("WAE, the paper's recipe from a random start (`--wae-init random`)", "wae-{net}-random", "sum"),
-    ("Resized input, distilled from the baseline as the WAE is (`--teacher`)", "{net}-resized-kd", "sum"),
+    ("WAE, distilled from the baseline (`--teacher`)", "wae-{net}-kd", "sum"),
+    ("WAE from a random start (`--wae-init random`)", "wae-{net}-random", "sum"),
+    ("Resized input, distilled from the baseline (`--teacher`)", "{net}-resized-kd", "sum"),
     ("Wavelet (9/7 DWT) + CNN, distilled from the baseline (`--teacher`)", "{net}-dwt-kd", "sum"),
 ]
 
@@ -99,14 +99,15 @@ def render(table: Table, rows: list[dict]) -> str:
            f"command. Multiply-adds are per {size}x{size} image; the theoretical speed-up is the full-resolution "
            "baseline's multiply-adds over the model's.", "",
            "| model | checkpoint | top-1 % | top-5 % | top-1 err % | top-5 err % | MACs (M) | theoretical speed-up "
-           "| train min |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| epochs | train min |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("missing"):
-            out.append(f"| {r['label']} | `{r['stem']}.pt` (not trained yet) | | | | | | | |")
+            out.append(f"| {r['label']} | `{r['stem']}.pt` (not trained yet) | | | | | | | | |")
             continue
         out.append(f"| {r['label']} | `{r['stem']}.pt` | {r['top1']:.2f} | {r['top5']:.2f} | {100 - r['top1']:.2f} | "
-                   f"{100 - r['top5']:.2f} | {r['macs'] / 1e6:.2f} | {r['speedup']:.2f}x | {r['minutes']:.1f} |")
+                   f"{100 - r['top5']:.2f} | {r['macs'] / 1e6:.2f} | {r['speedup']:.2f}x | {r['epochs'] or ''} | "
+                   f"{r['minutes']:.1f} |")
     by_stem = {r["stem"]: r for r in rows if not r.get("missing")}
     full, wae = by_stem.get(table.net), by_stem.get(f"wae-{table.net}")
     if full and wae:
