@@ -10,8 +10,8 @@ from .models import create_model
 from .models.flops import baseline_of, count
 
 
-def _threads(n) -> str:
-    return f"{n} thread" if n == 1 else f"{n if n is not None else '?'} threads"
+def _count(n, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n if n is not None else '?'} {noun}s"
 
 
 def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
@@ -41,7 +41,7 @@ def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
         ]
         tc = ckpt.provenance.get("train_config", {})
         if ckpt.arch.startswith("wae-") and "wae_init" in tc:
-            lines.append(f"- split start: {tc['wae_init']} (stage 1: {tc.get('wae_epochs')} epochs, Adam "
+            lines.append(f"- split start: {tc['wae_init']} (stage 1: {_count(tc.get('wae_epochs'), 'epoch')}, Adam "
                          f"{tc.get('wae_lr', 3e-3):g})")
         if tc.get("teacher"):
             lines.append(f"- distilled from `{Path(tc['teacher']).name}` (weight {tc.get('kd_weight', 1.0):g}, "
@@ -57,7 +57,7 @@ def render(ckpt: Checkpoint, path: str | Path, command: str) -> str:
         + f"); parameters {counts.total_params / 1e6:.3f} M",
         f"- theoretical speed-up over `{baseline_of(ckpt.arch)}`: {base.total_macs / counts.total_macs:.2f}x",
         *([] if source else [f"- training time: {ckpt.metrics.get('train_time_s', 0) / 60:.1f} min on "
-                             f"{_threads(ckpt.provenance.get('threads'))}; "
+                             f"{_count(ckpt.provenance.get('threads'), 'thread')}; "
                              f"data: `{ckpt.provenance.get('data', '?')}`"]),
         f"- preprocessing: resize {ckpt.preprocessing.resize}, crop {ckpt.preprocessing.crop}, "
         f"mean {list(ckpt.preprocessing.mean)}, std {list(ckpt.preprocessing.std)}, {ckpt.preprocessing.channel_order}",
