@@ -109,7 +109,7 @@ def test_accuracy_control_is_reported_from_what_nncf_returned(monkeypatch):
     held_out = _held_out()
     model, report = quantize_to_bound("the model", held_out, CIFAR, held_out, 0.5, keep_float=("encoder",))
     assert len(calls) == 1 and calls[0]["max_drop"] == 0.005 and calls[0]["subset_size"] == len(LABELS)
-    assert [p for p in calls[0]["ignored_scope"].patterns] == [r"^decomposer\."]
+    assert [p for p in calls[0]["ignored_scope"].patterns] == [PARTS["encoder"]]
     assert report == {"max_drop": 0.5, "held_out": len(LABELS), "float_layers": ["f/Conv"]}
     assert model.graph.name == "two"
 
