@@ -25,6 +25,7 @@ TRAIN_NETTE = $(BIN)/wae-deploy train --epochs $(NETTE_EPOCHS) --batch-size 64 -
           $(if $(THREADS),--threads $(THREADS)) $(if $(wildcard $@.train-state.pt),--resume)
 SPLIT_NETTE = --lr 0.0167 --wae-epochs 1 --wae-lr 3e-4 --joint-epochs 4
 KD_NETTE    = --teacher models/vgg16-imagenette.pt
+TABLE  = $(BIN)/python -m wae_deploy.reference_table models > models/README.md.tmp && mv models/README.md.tmp models/README.md
 
 .PHONY: install test demo train-reference train-imagenette train-imagenette-recipes bench gpu-check lint mutation clean
 .DELETE_ON_ERROR:
@@ -57,7 +58,7 @@ demo: $(STAMP)
 # Trains the reference checkpoints on the CIFAR-10 train split (about an hour on 2 cores;
 # `make -j2 train-reference THREADS=1` runs two at a time), then rewrites models/README.md.
 train-reference: $(REF)
-	$(BIN)/python -m wae_deploy.reference_table models > models/README.md.tmp && mv models/README.md.tmp models/README.md
+	$(TABLE)
 
 models/resnet20.pt models/resnet20-resized.pt models/resnet20-dwt.pt: models/%.pt: | $(STAMP)
 	$(TRAIN) --arch $* -o $@
@@ -66,12 +67,12 @@ models/wae-resnet20.pt: | $(STAMP)
 models/wae-resnet20-noenergy.pt: | $(STAMP)
 	$(TRAIN) --arch wae-resnet20 --wae-epochs 3 --lambda 0 -o $@
 
-# The Imagenette reference family (five checkpoints, about two hours on 2 cores with
+# The Imagenette reference family (five checkpoints, about two and a quarter hours on 2 cores with
 # `make -j2 train-imagenette THREADS=1`), then rewrites models/README.md.
 train-imagenette: $(NETTE)
-	$(BIN)/python -m wae_deploy.reference_table models > models/README.md.tmp && mv models/README.md.tmp models/README.md
+	$(TABLE)
 train-imagenette-recipes: $(NETTE_RECIPES)
-	$(BIN)/python -m wae_deploy.reference_table models > models/README.md.tmp && mv models/README.md.tmp models/README.md
+	$(TABLE)
 
 models/vgg16-imagenette.pt models/vgg16-imagenette-resized.pt: models/%.pt: | $(STAMP)
 	$(TRAIN_NETTE) --arch $* --lr 0.05 -o $@
