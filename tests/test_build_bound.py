@@ -27,6 +27,7 @@ from wae_deploy.targets.base import Runner, Target
 N = 200
 SPEC = Preprocessing(resize=2, crop=2, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 LABELS = np.arange(N) % 10
+FIRST, ENC = ("encoder-first",), ("encoder",)
 ENC_HIGH, ENC_HIGH_FUSION = ("encoder", "high"), ("encoder", "high", "fusion")
 AC = "accuracy-control"
 
@@ -93,30 +94,33 @@ def planned(monkeypatch, target):
     -> what build() asked for."""
     asked = []
 
-    def sets(kind):
-        def serve(spec, folder, size):
-            asked.append((kind, spec, folder, size))
-            return held_out() if kind == "held-out" else (held_out(), {"size": N})
-        return serve
+    def calibration(spec, folder, size):
+        asked.append(("calibration", spec, folder, size))
+        return held_out(), {"size": N}
+
+    def held(spec, folder, size, calib_dir=None, calib_size=0):
+        asked.append(("held-out", spec, folder, size, calib_dir, calib_size))
+        return held_out(), "planned"
 
     monkeypatch.setattr(build_module, "get_target", lambda name: asked.append(name) or target)
-    monkeypatch.setattr(build_module, "held_out_set", sets("held-out"))
-    monkeypatch.setattr(build_module, "calibration_set", sets("calibration"))
+    monkeypatch.setattr(build_module, "held_out_set", held)
+    monkeypatch.setattr(build_module, "calibration_set", calibration)
     return asked
 
 
-def bounded_build(tmp_path, monkeypatch, plan, bound, decomposition="wae", accuracy_control=True):
-    """build(..., max_accuracy_drop=bound) on the planned target -> (artifact or UserError, target, out)."""
+def bounded_build(tmp_path, monkeypatch, plan, bound, decomposition="wae", accuracy_control=True, eval_dir="E"):
+    """build(..., max_accuracy_drop=bound) on the planned target (bound None: the default guard)
+    -> (artifact or UserError, target, out)."""
     target = PlannedTarget(plan, accuracy_control)
     asked = planned(monkeypatch, target)
     out = tmp_path / "a"
     try:
         result = build_module.build(model(tmp_path, decomposition), "planned", "int8", out, calib_dir="C",
-                                    calib_size=77, max_accuracy_drop=bound, eval_dir="E", eval_size=N,
+                                    calib_size=77, max_accuracy_drop=bound, eval_dir=eval_dir, eval_size=N,
                                     log=lambda *a: None)
     except UserError as e:
         result = e
-    assert asked == ["planned", ("calibration", SPEC, "C", 77), ("held-out", SPEC, "E", N), "ort"]
+    assert asked == ["planned", ("calibration", SPEC, "C", 77), ("held-out", SPEC, eval_dir, N, "C", 77), "ort"]
     return result, target, out
 
 
@@ -124,32 +128,34 @@ def steps(art) -> list[tuple]:
     return [(s["keep_float"], s["top1"], s["drop"]) for s in art.manifest["accuracy_bound"]["steps"]]
 
 
-def test_bound_met_by_the_second_step_stops_there(tmp_path, monkeypatch):
+def test_bound_met_by_the_fourth_step_stops_there(tmp_path, monkeypatch):
     # FP32 90%; INT8 60% (30 points lost), then 89.5% with the encoder and high branch in float
-    plan = {"fp32": 180, (): 120, ENC_HIGH: 179, ENC_HIGH_FUSION: 180, AC: 180}
+    plan = {"fp32": 180, (): 120, FIRST: 130, ENC: 150, ENC_HIGH: 179, ENC_HIGH_FUSION: 180, AC: 180}
     art, target, out = bounded_build(tmp_path, monkeypatch, plan, bound=0.5)
-    assert steps(art) == [([], 60.0, 30.0), (["encoder", "high"], 89.5, 0.5)]  # 0.5 meets a 0.5 bound
-    assert [c[:2] for c in target.calls] == [("fp32", ()), ("int8", ()), ("int8", ENC_HIGH)]
+    assert steps(art) == [([], 60.0, 30.0), (["encoder-first"], 65.0, 25.0), (["encoder"], 75.0, 15.0),
+                          (["encoder", "high"], 89.5, 0.5)]  # 0.5 meets a 0.5 bound
+    assert [c[:2] for c in target.calls] == [("fp32", ()), ("int8", ()), ("int8", FIRST), ("int8", ENC),
+                                              ("int8", ENC_HIGH)]
     bound = json.loads((out / "manifest.json").read_text())["accuracy_bound"]
     assert bound["max_drop"] == 0.5 and bound["fp32_top1"] == 90.0 and bound["held_out"] == N
+    assert bound["guarded"] is True and bound["rule"] == "points"
     assert (out / "correct").read_text() == "179"  # the artifact left is the step that met the bound
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "m.onnx"]  # the FP32 reference is gone
 
 
-def test_bound_met_only_by_the_third_step(tmp_path, monkeypatch):
-    plan = {"fp32": 180, (): 120, ENC_HIGH: 170, ENC_HIGH_FUSION: 178, AC: 180}
+def test_bound_met_only_by_the_last_step(tmp_path, monkeypatch):
+    plan = {"fp32": 180, (): 120, FIRST: 120, ENC: 120, ENC_HIGH: 170, ENC_HIGH_FUSION: 178, AC: 180}
     art, target, out = bounded_build(tmp_path, monkeypatch, plan, bound=1.0)
-    assert steps(art) == [([], 60.0, 30.0), (["encoder", "high"], 85.0, 5.0),
-                          (["encoder", "high", "fusion"], 89.0, 1.0)]
+    assert steps(art)[-2:] == [(["encoder", "high"], 85.0, 5.0), (["encoder", "high", "fusion"], 89.0, 1.0)]
     assert not any(c[2] for c in target.calls), "accuracy control ran although a step met the bound"
     assert (out / "correct").read_text() == "178"
 
 
 def test_accuracy_control_runs_when_no_step_meets_the_bound(tmp_path, monkeypatch):
-    plan = {"fp32": 180, (): 120, ENC_HIGH: 150, ENC_HIGH_FUSION: 160, AC: 179}
+    plan = {"fp32": 180, (): 120, FIRST: 120, ENC: 120, ENC_HIGH: 150, ENC_HIGH_FUSION: 160, AC: 179}
     art, target, out = bounded_build(tmp_path, monkeypatch, plan, bound=0.5)
     held, bound = target.calls[-1][2]
-    assert len(target.calls) == 5 and len(held) == N and bound == 0.5 and target.calls[-1][1] == ()
+    assert len(target.calls) == 7 and len(held) == N and bound == 0.5 and target.calls[-1][1] == ()
     last = art.manifest["accuracy_bound"]["steps"][-1]
     assert last == {"keep_float": "nncf-accuracy-control", "top1": 89.5, "drop": 0.5,
                     "float_layers": ["fusion.0/Conv"]}  # as the target reported NNCF's result
@@ -183,16 +189,78 @@ def test_int8_better_than_fp32_is_a_negative_drop(tmp_path, monkeypatch):
     assert steps(result) == [([], 85.0, -5.0)]
 
 
-def test_fp32_and_unbounded_builds_are_not_scored(tmp_path, monkeypatch):
+def test_fp32_and_unguarded_builds_are_not_scored(tmp_path, monkeypatch):
     target = PlannedTarget({"fp32": 1, ("fusion",): 1})
     asked = planned(monkeypatch, target)
     path = model(tmp_path, "wae")
+    lines = []
     art = build_module.build(path, "planned", "fp32", tmp_path / "f", max_accuracy_drop=0.5, log=lambda *a: None)
-    art2 = build_module.build(path, "planned", "int8", tmp_path / "i", keep_float=("fusion",), log=lambda *a: None)
-    assert art.manifest["accuracy_bound"] is None and art2.manifest["accuracy_bound"] is None
+    art2 = build_module.build(path, "planned", "int8", tmp_path / "i", keep_float=("fusion",), accuracy_guard=False,
+                              log=lines.append)
+    assert art.manifest["accuracy_bound"] is None
+    assert art2.manifest["accuracy_bound"] == {"guarded": False, "why": "--no-accuracy-guard"}
+    assert [x for x in lines if "unguarded" in x] == [
+        "  INT8 build unguarded: --no-accuracy-guard; its top-1 was not checked against FP32"]
     assert art2.manifest["calibration"] == {"size": N} and art2.manifest["keep_float"] == ["fusion"]
     assert target.calls == [("fp32", (), None), ("int8", ("fusion",), None)]
     assert asked == ["planned", "planned", ("calibration", SPEC, None, 300)]  # the default calibration size
+
+
+# The default guard: 99% of the FP32 top-1. FP32 90% on 200 images -> at most 0.9 points lost, so a
+# 1.0-point drop (two images) fails it where `--max-accuracy-drop 1` would pass.
+def test_default_guard_keeps_the_encoder_in_float_when_int8_costs_more_than_1_percent(tmp_path, monkeypatch):
+    plan = {"fp32": 180, (): 176, FIRST: 178, ENC: 179, AC: 180}
+    art, target, out = bounded_build(tmp_path, monkeypatch, plan, bound=None)
+    assert steps(art) == [([], 88.0, 2.0), (["encoder-first"], 89.0, 1.0), (["encoder"], 89.5, 0.5)]
+    bound = art.manifest["accuracy_bound"]
+    assert bound["guarded"] is True and bound["rule"] == "fraction of FP32" and bound["fraction"] == 0.99
+    assert bound["max_drop"] == 0.9 and bound["held_out"] == N and bound["held_out_source"] == "planned"
+    assert (out / "correct").read_text() == "179"
+
+
+def test_default_guard_stops_at_the_recipe_when_it_keeps_99_percent(tmp_path, monkeypatch):
+    art, target, _ = bounded_build(tmp_path, monkeypatch, {"fp32": 180, (): 179}, bound=None)
+    assert steps(art) == [([], 89.5, 0.5)] and len(target.calls) == 2
+
+
+def test_default_guard_reads_held_out_photos_beside_the_calibration_sample(tmp_path, monkeypatch):
+    """No --eval: held_out_set is asked for the calibration source and size, to draw past that sample."""
+    art, _, _ = bounded_build(tmp_path, monkeypatch, {"fp32": 180, (): 180}, bound=None, eval_dir=None)
+    assert art.manifest["accuracy_bound"]["guarded"] is True
+
+
+def test_guard_that_cannot_be_met_exits_1_and_writes_nothing(tmp_path, monkeypatch):
+    plan = {"fp32": 180, (): 170, FIRST: 170, ENC: 170, ENC_HIGH: 170, ENC_HIGH_FUSION: 170, AC: 170}
+    err, _, out = bounded_build(tmp_path, monkeypatch, plan, bound=None)
+    assert isinstance(err, UserError) and err.exit_code == 1 and "within 0.9 points" in str(err)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_untrained_weights_and_too_few_held_out_photos_build_unguarded(tmp_path, monkeypatch):
+    target = PlannedTarget({(): 1})
+    planned(monkeypatch, target)
+    untrained = model(tmp_path, "wae")
+    m = onnx.load(untrained)
+    info = onnx_meta.from_model(m, str(untrained))
+    onnx_meta.write(m, onnx_meta.ModelInfo(**{**info.__dict__, "extra": {"untrained": True}}))
+    onnx.save(m, untrained)
+    lines = []
+    art = build_module.build(untrained, "planned", "int8", tmp_path / "u", log=lines.append)
+    assert art.manifest["accuracy_bound"] == {"guarded": False, "why": "untrained weights have no accuracy to keep"}
+    assert sum("unguarded" in x for x in lines) == 1 and [c[0] for c in target.calls] == ["int8"]
+
+    monkeypatch.setattr(build_module, "held_out_set", lambda *a, **k: (held_out().sample(99), "C (train)"))
+    art = build_module.build(model(tmp_path, "wae"), "planned", "int8", tmp_path / "v", log=lines.append)
+    assert art.manifest["accuracy_bound"]["guarded"] is False
+    assert "no held-out photos: 99 left in C (train)" in art.manifest["accuracy_bound"]["why"]
+
+
+def test_guard_flags_that_contradict_and_unknown_cpu_classes_are_refused(tmp_path):
+    with pytest.raises(UserError, match="--no-accuracy-guard turns it off") as e:
+        build_module.build(tmp_path / "m.onnx", "ort", "int8", max_accuracy_drop=1, accuracy_guard=False)
+    assert e.value.exit_code == 2
+    with pytest.raises(UserError, match="^unknown CPU class 'avx3'; known: avx2, avx512, avx512-vnni, avx-vnni, amx$"):
+        build_module.build(tmp_path / "m.onnx", "ort", "int8", cpu="avx3")
 
 
 def test_default_output_name_and_unknown_precision(tmp_path, monkeypatch):

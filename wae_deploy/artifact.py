@@ -28,9 +28,11 @@ SCHEMA_VERSION = 1
 KEYS = ("format", "schema_version", "target", "precision", "runtime_version", "arch", "classes", "preprocessing",
         "source", "source_sha256", "wae_deploy_version", "tool_versions", "created", "calibration",
         "keep_float", "accuracy_control", "accuracy_bound", "executed", "note", "details", "build_seconds",
-        "source_metadata")
+        "source_metadata", "cpu", "quantization")
 # Keys added after schema 1 shipped: written by every build, tolerated when missing from older artifacts.
-ADDED_KEYS = ("source_metadata",)
+# "cpu": {"class": the CPU class the build is for, "measured_on": the class of the host that built and
+# scored it} (None for a GPU artifact); "quantization": the INT8 recipe (quantize.int8_plan).
+ADDED_KEYS = ("source_metadata", "cpu", "quantization")
 _TOOLS = ("onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "torch")
 
 
@@ -52,7 +54,7 @@ def new_manifest(onnx_path: Path, info, target: str, precision: str, runtime_ver
                 "tool_versions": tool_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "calibration": None, "keep_float": [], "accuracy_control": False, "accuracy_bound": None,
                 "executed": {}, "note": None, "details": {}, "build_seconds": None,
-                "source_metadata": dict(info.extra)}
+                "source_metadata": dict(info.extra), "cpu": None, "quantization": None}
     return {**manifest, **fields}
 
 
@@ -90,7 +92,12 @@ class Artifact:
         return dict(meta) if isinstance(meta, dict) else {}
 
     def file(self, name: str) -> Path:
-        return self.path / name
+        """A model file of the artifact; a missing one is named (a half-copied folder), not left to the runtime."""
+        path = self.path / name
+        if not path.is_file():
+            raise UserError(f"{self.path} lacks its model file {name}: copy the whole folder, or rebuild it "
+                            "with `wae-deploy build`")
+        return path
 
     def check_runtime(self, target: str, runtime_version: str | None) -> None:
         """Refuse an artifact built for another target or with another runtime version."""
@@ -108,6 +115,25 @@ class Artifact:
         manifest = {**self.manifest, **fields}
         atomic.write_text(self.path / MANIFEST, _dumps(manifest))
         return Artifact(self.path, manifest)
+
+
+def cpu_mismatch(art: Artifact, host_class: str | None) -> str | None:
+    """A warning when an INT8 CPU artifact runs on a CPU class other than the one it was scored on.
+
+    INT8 kernels differ by class (16-bit saturating sums without VNNI), so its top-1 holds for the
+    class it was measured on. FP32 and GPU artifacts compute the same everywhere: None.
+    """
+    cpu = art.manifest.get("cpu")
+    if art.precision != "int8" or (cpu is None and art.target not in ("ort", "openvino")):
+        return None
+    measured = (cpu or {}).get("measured_on")
+    if measured not in machine.CPU_CLASSES:
+        return (f"warning: {art.path.name} records no known CPU class ({measured or 'none'}); its INT8 accuracy "
+                f"was measured on an unknown CPU, this host is {host_class or 'unknown'}")
+    if measured != host_class:
+        return (f"warning: {art.path.name} was built on a {measured} CPU and this host is {host_class or 'unknown'}: "
+                f"its INT8 accuracy was measured on {measured}, and may differ here")
+    return None
 
 
 def _dumps(manifest: dict) -> str:

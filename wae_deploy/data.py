@@ -42,11 +42,15 @@ class ImageSet:
     def subset(self, idx) -> ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], self.classes)
 
-    def sample(self, n: int, seed: int = 0) -> ImageSet:
-        """A deterministic random sample of n images (all of them if n >= len)."""
-        if n >= len(self):
+    def sample(self, n: int, seed: int = 0, skip: int = 0) -> ImageSet:
+        """A deterministic random sample of n images (all of them if n >= len), in file order.
+
+        `skip` draws on past the first `skip` images of the same seed's draw, so sample(a, s) and
+        sample(b, s, skip=a) never share an image (calibration and held-out photos).
+        """
+        if n >= len(self) and not skip:
             return self
-        return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+        return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[skip:skip + n]))
 
 
 def cache_dir() -> Path:

@@ -1,7 +1,8 @@
 """`wae-deploy doctor`: what this machine can run, and for what it cannot, why and how to fix it.
 
-For each target (torch, ort, openvino, trt) and precision: ready, slow (runs, without the
-hardware that makes it fast) or no; the runtime version; for each "no" the reason and the
+For each target (torch, ort, openvino, trt) and precision: yes, slow (runs, without the
+hardware that makes it fast), inexact (INT8 on an x86 CPU without VNNI: slower and less exact)
+or no; the runtime version; for each "no" the reason and the
 exact install command, or why installing would not help here (no NVIDIA GPU, a TensorRT
 that does not pair with the JetPack, a CPU without BF16).
 
@@ -35,14 +36,14 @@ MIN_CC = (7, 0)          # TensorRT 10 is built for compute capability 7.0 and h
 class Row:
     target: str
     precision: str
-    status: str          # "yes" | "slow" | "no"
+    status: str          # "yes" | "slow" | "inexact" | "no"
     version: str         # runtime version ("" when not installed)
     note: str            # the reason for "no"/"slow", or a caveat for "yes"
     fix: str = ""        # the exact install command, or "cannot work here: ..."
 
     @property
     def runs(self) -> bool:
-        return self.status in ("yes", "slow")
+        return self.status in ("yes", "slow", "inexact")
 
 
 @dataclass
@@ -91,7 +92,8 @@ def cpu_info(root: Path = LIVE) -> dict:
     except (AttributeError, OSError):
         cores = None
     return {"model": cpu["model"] or platform.processor() or platform.machine(), "arch": platform.machine(),
-            "cores": cores if cores is not None else os.cpu_count(), **machine.cpu_features(cpu["flags"])}
+            "cores": cores if cores is not None else os.cpu_count(), "class": machine.cpu_class(cpu["flags"]),
+            **machine.cpu_features(cpu["flags"])}
 
 
 def gpu_info(root: Path = LIVE, jetson: dict | None = None) -> dict:
@@ -263,6 +265,11 @@ def precision_row(t: TargetState, precision: str, cpu: dict, gpu: dict) -> Row:
             have = ", ".join(cpu.get("vnni", []) + [a for a in cpu.get("amx", []) if a == "amx_int8"]
                              + cpu.get("arm_int8", []))
             return Row(t.name, precision, "yes", version, f"fast INT8 ({have})")
+        if cpu.get("class") in ("avx2", "avx512"):
+            return Row(t.name, precision, "inexact", version,
+                       f"{cpu['class']} without VNNI: INT8 sums saturate at 16 bits, so it is less exact and gains "
+                       "less speed (builds take a recipe for it and the accuracy guard)",
+                       "a CPU with VNNI (avx512_vnni/avx_vnni) or AMX makes INT8 fast and exact")
         why = "cannot tell the CPU features" if not cpu.get("flags_read") else "no VNNI/AMX"
         return Row(t.name, precision, "slow", version, f"{why}: INT8 runs, but may be no faster than FP32",
                    "a CPU with VNNI (avx512_vnni/avx_vnni) or AMX makes INT8 fast")
@@ -331,7 +338,9 @@ def header_lines(report: Report) -> list[str]:
            f"AVX-512 BF16 {yn(c['avx512_bf16'])}")
     if c["arm_int8"]:
         cpu += f" · Arm int8 dot product {', '.join(c['arm_int8'])}"
-    cpu += f" -> INT8 {'fast' if c['int8_fast'] else 'slow'}, BF16 {'native' if c['bf16_native'] else 'not native'}"
+    cpu += f" · class {c.get('class') or 'unknown'}"
+    int8 = "fast" if c["int8_fast"] else "inexact" if c.get("class") in ("avx2", "avx512") else "slow"
+    cpu += f" -> INT8 {int8}, BF16 {'native' if c['bf16_native'] else 'not native'}"
     lines.append(cpu)
     if g["present"]:
         names = ", ".join(f"{x['name']} (sm {x['compute_capability']})" for x in g["gpus"]) or \
@@ -352,7 +361,7 @@ def render_table(report: Report):
     from rich.table import Table
     from rich.text import Text
 
-    style = {"yes": "green", "slow": "yellow", "no": "red"}
+    style = {"yes": "green", "slow": "yellow", "inexact": "yellow", "no": "red"}
     table = Table(title=Text("what this machine can run"))
     for col in ("target", "precision", "runs", "version", "note"):
         table.add_column(col)

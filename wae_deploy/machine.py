@@ -100,6 +100,33 @@ def cpu_features(flags: set[str]) -> dict:
             "flags_read": bool(flags)}
 
 
+# The x86 instruction classes that decide how INT8 runs, in the order they are told apart. Without
+# VNNI, u8 x s8 products are summed in pairs into 16 bits with saturation (vpmaddubsw): INT8 is
+# both slower and inexact there, so builds quantize differently (quantize.RECIPES).
+CPU_CLASSES = ("avx2", "avx512", "avx512-vnni", "avx-vnni", "amx")
+
+
+def cpu_class(flags: set[str]) -> str | None:
+    """'amx', 'avx512-vnni', 'avx-vnni', 'avx512' or 'avx2' from /proc/cpuinfo flags; None: not known (no
+    flags read, an x86 older than AVX2, or another architecture)."""
+    if "amx_int8" in flags:
+        return "amx"
+    if "avx512_vnni" in flags:
+        return "avx512-vnni"
+    if "avx_vnni" in flags:
+        return "avx-vnni"
+    if "avx512f" in flags and "avx512bw" in flags:
+        return "avx512"
+    if "avx2" in flags:
+        return "avx2"
+    return None
+
+
+def host_cpu_class(root: Path = LIVE) -> str | None:
+    return cpu_class(cpu_flags(root))
+
+
+
 def online_cpus(root: Path = LIVE) -> list[Path]:
     """sysfs folders of the online CPUs (cpu0 has no 'online' file; Jetson power modes switch cores off)."""
     return [d for d in sorted((Path(root) / "sys/devices/system/cpu").glob("cpu[0-9]*"))

@@ -9,6 +9,7 @@ Torch-free: this is what runs on a device.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import artifact, onnx_meta
+from . import artifact, machine, onnx_meta
 from .data import IMAGE_SUFFIXES
 from .errors import UserError
 from .preprocess import Preprocessing
@@ -96,8 +97,16 @@ class Model:
         return self.classes[index] if index < len(self.classes) else str(index)
 
 
-def load(path: str | Path | artifact.Artifact, target: str = "auto", threads: int | None = None) -> Model:
-    """Open an artifact (folder) on the runtime it was built for, or an exported .onnx file on ONNX Runtime."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def load(path: str | Path | artifact.Artifact, target: str = "auto", threads: int | None = None,
+         warn=_stderr) -> Model:
+    """Open an artifact (folder) on the runtime it was built for, or an exported .onnx file on ONNX Runtime.
+
+    An INT8 artifact scored on another CPU class than this host's gets one `warn` line (artifact.cpu_mismatch).
+    """
     path = path.path if isinstance(path, artifact.Artifact) else Path(path)
     if path.is_dir():
         art = artifact.open(path)
@@ -105,6 +114,9 @@ def load(path: str | Path | artifact.Artifact, target: str = "auto", threads: in
         if name != art.target:
             raise UserError(f"{path} was built for target {art.target!r}, not {name!r}")
         runner = get_target(name).load(path, threads)
+        mismatch = artifact.cpu_mismatch(art, machine.host_cpu_class())
+        if mismatch:
+            warn(mismatch)
         return Model(path, name, art.precision, art.classes, art.preprocessing, runner)
     if path.suffix != ".onnx":
         raise UserError(f"not an artifact folder or an .onnx model: {path}")

@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,9 +27,56 @@ from .preprocess import Preprocessing
 # single convolution is "decomposer/Conv", the WAE's are "decomposer.body.0/Conv").
 PARTS = {
     "encoder": r"^decomposer[./]",
+    # The encoder's first convolution alone (the DWT's one convolution): it reads the raw image
+    # through 3 input channels, where 7-bit weights (the overflow fix below) cost most.
+    "encoder-first": r"^decomposer(\.body\.0)?/",
     "high": r"^(high|norm_high)[./]",
     "fusion": r"^fusion[./]",
 }
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How INT8 is built for one CPU class: NNCF's options and the parts kept in float from the start."""
+
+    overflow_fix: bool
+    keep_float: tuple[str, ...]
+    why: str
+
+
+# Measured per class on the Imagenette WAE and VGG16 (benchmarks/int8-isa-<class>.json): without VNNI
+# (vpmaddubsw sums u8 x s8 pairs into 16 bits with saturation) 8-bit weights cost the WAE 2-2.7
+# top-1; 7-bit weights everywhere and its first convolution in float keep 99% of FP32 for 5% of
+# the INT8 speed-up. With VNNI or AMX the products are summed in 32 bits: NNCF's default.
+_NO_VNNI = Recipe(True, ("encoder-first",), "no VNNI: 7-bit weights (no 16-bit saturation), the encoder's "
+                                            "first convolution in float")
+_VNNI = Recipe(False, (), "VNNI/AMX sum INT8 products in 32 bits: NNCF's default recipe")
+RECIPES = {"avx2": _NO_VNNI, "avx512": _NO_VNNI, "avx512-vnni": _VNNI, "avx-vnni": _VNNI, "amx": _VNNI}
+UNKNOWN = Recipe(True, ("encoder-first",), "unknown CPU class: the no-VNNI recipe, which is safe on any x86")
+
+
+def int8_plan(cpu_class: str | None, decomposition: str | None, keep_float=(), cpu_target: bool = True,
+              log=lambda line: None) -> tuple[tuple[str, ...], bool, dict]:
+    """-> (parts kept in float, NNCF's overflow fix, the manifest's `quantization`) for one INT8 build.
+
+    `cpu_target`: the CPU class's recipe applies to ONNX Runtime and OpenVINO; a GPU engine gets neither.
+    """
+    kept = list(keep_float)
+    recipe = RECIPES.get(cpu_class, UNKNOWN) if cpu_target else Recipe(False, (), "GPU: NNCF's default recipe")
+    if decomposition in ("wae", "dwt"):
+        kept = [*recipe.keep_float, *kept]
+    if decomposition == "dwt" and "encoder" not in kept:
+        # Rounded to INT8, the fixed 9/7 filters no longer sum to zero: the diagonal band passes
+        # 0.13 of the image's local mean, which its normalisation then magnifies (Imagenette:
+        # -5.2 top-1, -0.7 to -0.9 with the wavelet in float; benchmarks/dwt-int8.json). It is
+        # one small grouped convolution, so float costs next to nothing.
+        kept.insert(0, "encoder")
+        log("  INT8 keeps the 9/7 wavelet in float (its rounded filters leak the image mean into the high bands)")
+    kept = tuple(dict.fromkeys(p for p in kept if not (p == "encoder-first" and "encoder" in kept)))
+    if cpu_target:
+        log(f"  INT8 recipe for {cpu_class or 'an unknown CPU class'}: {recipe.why}")
+    return kept, recipe.overflow_fix, {"cpu_class": cpu_class, "overflow_fix": recipe.overflow_fix,
+                                       "recipe_keep_float": list(recipe.keep_float), "why": recipe.why}
 
 
 def ignored_scope(keep_float: tuple[str, ...] | list[str]):
@@ -70,20 +118,29 @@ def _nncf():
     return nncf
 
 
-def _common(nncf, calib: ImageSet, keep_float) -> dict:
-    return dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
-                ignored_scope=ignored_scope(keep_float) if keep_float else None)
+def _common(nncf, calib: ImageSet, keep_float, overflow_fix: bool) -> dict:
+    options = dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
+                   ignored_scope=ignored_scope(keep_float) if keep_float else None)
+    if overflow_fix:
+        # 7-bit weights in every layer, so that u8 x s8 pairs summed in 16 bits cannot saturate on
+        # CPUs without VNNI; NNCF's default does it for the first layer only.
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+        options["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
+    return options
 
 
-def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_name: str | None = None):
+def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_name: str | None = None,
+             overflow_fix: bool = False):
     """NNCF post-training quantization of an onnx.ModelProto or an openvino.Model."""
     nncf = _nncf()
     with quiet():
-        return nncf.quantize(model, calibration_dataset(calib, spec, input_name), **_common(nncf, calib, keep_float))
+        return nncf.quantize(model, calibration_dataset(calib, spec, input_name),
+                             **_common(nncf, calib, keep_float, overflow_fix))
 
 
 def quantize_to_bound(model, calib: ImageSet, spec: Preprocessing, held_out: ImageSet, max_drop_points: float,
-                      keep_float=(), input_name: str | None = None):
+                      keep_float=(), input_name: str | None = None, overflow_fix: bool = False):
     """NNCF's per-layer search: -> (quantized model, what NNCF did for the manifest's `accuracy_control`).
 
     NNCF ranks the quantized layers by the top-1 they cost on `held_out` and reverts the worst
@@ -94,7 +151,8 @@ def quantize_to_bound(model, calib: ImageSet, spec: Preprocessing, held_out: Ima
     with quiet():
         result = nncf.quantize_with_accuracy_control(
             model, calibration_dataset(calib, spec, input_name), calibration_dataset(held_out, spec, input_name),
-            _top1_validator(held_out, spec), max_drop=max_drop_points / 100.0, **_common(nncf, calib, keep_float))
+            _top1_validator(held_out, spec), max_drop=max_drop_points / 100.0,
+            **_common(nncf, calib, keep_float, overflow_fix))
     return result, {"max_drop": max_drop_points, "held_out": len(held_out), "float_layers": float_layers(result)}
 
 

@@ -43,7 +43,7 @@ def core_counts() -> dict[str, int | None]:
 def _cpu() -> dict:
     info = machine.parse_cpuinfo(machine.read(machine.LIVE, "proc/cpuinfo"))
     return {"model": info["model"] or platform.processor() or None, "arch": platform.machine(),
-            "flags": {f: f in info["flags"] for f in ISA_FLAGS},
+            "class": machine.cpu_class(info["flags"]), "flags": {f: f in info["flags"] for f in ISA_FLAGS},
             **{f"{k}_cores": v for k, v in core_counts().items()}}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import artifact
 from ..errors import UserError
 from ..metrics import evaluate_runner
 from ..profile import cannot_profile, profile
@@ -65,6 +66,11 @@ def _preprocess_ms(spec, images: np.ndarray) -> float:
     return (time.perf_counter() - t0) / 5 / len(images) * 1e3
 
 
+def _cpu_mismatch(path: Path, host_class: str | None) -> str | None:
+    """The warning for an INT8 artifact scored on another CPU class (artifact.cpu_mismatch); None for an ONNX."""
+    return artifact.cpu_mismatch(artifact.open(path), host_class) if artifact.is_artifact(path) else None
+
+
 def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable | None = None) -> dict:
     for b in cfg.batches:
         if b < 1:
@@ -92,7 +98,8 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
              if t.name in PEAK_RUNTIMES and precisions[t.name]}
     scored = [len(s) for s in eval_sets.values() if s is not None]
     out = R.new_results(env, {"name": cfg.suite, "models": [m.name for m in models], "batches": cfg.batches,
-                              "eval_images": scored[0] if scored else 0, "threads": threads}, peaks=peaks)
+                              "eval_images": scored[0] if scored else 0, "threads": threads}, peaks=peaks,
+                        cpu_mismatch=[])
     profiling = {t.name: cfg.profile_runs > 0 and _can_profile(t.name, log) for t in targets}
     with environment.Tegrastats() as tegra:
         for t in targets:
@@ -105,6 +112,11 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
                 try:
                     for name, path in artifacts.items():
                         runners[name] = group[name].load(path, t, threads)
+                        warning = _cpu_mismatch(path, env["cpu"].get("class"))
+                        if warning:
+                            log(warning)
+                            out["cpu_mismatch"].append({"model": name, "target": t.name, "precision": precision,
+                                                        "warning": warning})
                     accuracy = {name: evaluate_runner(r, eval_sets[name], group[name].preprocessing)
                                 for name, r in runners.items() if eval_sets[name] is not None}
                     for batch in cfg.batches:

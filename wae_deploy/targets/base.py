@@ -64,6 +64,9 @@ class Target(ABC):
     # Whether build() takes accuracy_control=(held_out, max_drop_points): NNCF's per-layer
     # search, which keeps the layers that cost most accuracy in float.
     accuracy_control: bool = False
+    # A CPU runtime: INT8 builds take the CPU class's recipe (quantize.int8_plan) and build() takes
+    # overflow_fix; the artifact records the class it was built and scored on.
+    cpu: bool = False
 
     @classmethod
     def for_batches(cls, batches) -> Target:
@@ -71,8 +74,14 @@ class Target(ABC):
         return cls()
 
     def same_build(self, manifest: dict) -> bool:
-        """Whether an artifact with this manifest is what build() would make now, beyond its source and runtime."""
-        return True
+        """Whether an artifact with this manifest is what build() would make now, beyond its source and runtime:
+        a CPU INT8 artifact scored on another CPU class, or built before the class's recipe, is not."""
+        if not (self.cpu and manifest.get("precision") == "int8"):
+            return True
+        from ..machine import host_cpu_class
+
+        return manifest.get("quantization") is not None and \
+            (manifest.get("cpu") or {}).get("measured_on") == host_cpu_class()
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:

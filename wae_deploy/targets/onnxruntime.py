@@ -169,6 +169,7 @@ class OnnxRuntimeTarget(Target):
     runtime = "onnxruntime"
     install = "pip install wae-deploy"
     accuracy_control = True
+    cpu = True
 
     def available(self) -> tuple[bool, str]:
         v = _version()
@@ -176,7 +177,7 @@ class OnnxRuntimeTarget(Target):
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None,
-              accuracy_control: tuple[ImageSet, float] | None = None) -> Artifact:
+              accuracy_control: tuple[ImageSet, float] | None = None, overflow_fix: bool = False) -> Artifact:
         import onnx
 
         t0 = time.perf_counter()
@@ -190,9 +191,10 @@ class OnnxRuntimeTarget(Target):
             name = model.graph.input[0].name
             if accuracy_control:
                 model, control = quantize_to_bound(model, calib, info.preprocessing, *accuracy_control, keep_float,
-                                                   input_name=name)
+                                                   input_name=name, overflow_fix=overflow_fix)
             else:
-                model = quantize(model, calib, info.preprocessing, keep_float, input_name=name)
+                model = quantize(model, calib, info.preprocessing, keep_float, input_name=name,
+                                 overflow_fix=overflow_fix)
             model, details["weight_only"] = repair_weight_only(model, calib, info.preprocessing)
             onnx_meta.write(model, info)  # NNCF keeps metadata on most versions; make sure
         with atomic.atomic_dir(out) as tmp:

@@ -100,6 +100,7 @@ class OpenVINOTarget(Target):
     runtime = "openvino"
     install = "pip install 'wae-deploy[openvino]'"
     accuracy_control = True
+    cpu = True
 
     def available(self) -> tuple[bool, str]:
         v = _version()
@@ -107,7 +108,7 @@ class OpenVINOTarget(Target):
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None,
-              accuracy_control: tuple[ImageSet, float] | None = None) -> Artifact:
+              accuracy_control: tuple[ImageSet, float] | None = None, overflow_fix: bool = False) -> Artifact:
         import openvino as ov
 
         if precision == "bf16" and not (cpu_has("avx512_bf16") or cpu_has("amx_bf16")):
@@ -120,9 +121,10 @@ class OpenVINOTarget(Target):
             from ..quantize import quantize, quantize_to_bound
 
             if accuracy_control:
-                model, control = quantize_to_bound(model, calib, info.preprocessing, *accuracy_control, keep_float)
+                model, control = quantize_to_bound(model, calib, info.preprocessing, *accuracy_control, keep_float,
+                                                   overflow_fix=overflow_fix)
             else:
-                model = quantize(model, calib, info.preprocessing, keep_float)
+                model = quantize(model, calib, info.preprocessing, keep_float, overflow_fix=overflow_fix)
         with atomic.atomic_dir(out) as tmp:
             ov.save_model(model, str(tmp / XML), compress_to_fp16=precision == "fp16")
             manifest = artifact.new_manifest(
@@ -137,4 +139,5 @@ class OpenVINOTarget(Target):
         if _version() is None:
             raise UserError(self.available()[1])
         art = artifact.open(path, self.name, _version())
+        art.file(XML.replace(".xml", ".bin"))  # the weights: OpenVINO's own error would not name the folder
         return OpenVINORunner(art.file(XML), art.precision, threads)
