@@ -379,6 +379,13 @@ def build(model, target_name, precision, calib, calib_size, max_accuracy_drop, n
         click.echo(f"  {kind}: {counts}")
     if art.manifest["note"]:
         click.echo(f"  note: {art.manifest['note']}")
+    bound = art.manifest["accuracy_bound"]
+    if bound and bound.get("guarded"):
+        last = bound["steps"][-1]
+        kept = last["keep_float"] if isinstance(last["keep_float"], str) else ", ".join(last["keep_float"]) or "nothing"
+        click.echo(f"  accuracy guard: top-1 {last['top1']:.2f}% against FP32 {bound['fp32_top1']:.2f}% on "
+                   f"{bound['held_out']} held-out photos (drop {last['drop']:+.2f}, bound {bound['max_drop']:g}); "
+                   f"in float: {kept}")
 
 
 @main.command()
