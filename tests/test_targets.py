@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,13 +25,14 @@ from click.testing import CliRunner
 
 from wae_deploy import checkpoint
 from wae_deploy.artifact import KEYS as ARTIFACT_KEYS
-from wae_deploy.build import build, calibration_set
+from wae_deploy.build import _steps, build, calibration_set
 from wae_deploy.cli import main
 from wae_deploy.data import load_split
 from wae_deploy.errors import UserError
 from wae_deploy.export import export
-from wae_deploy.machine import cpu_has
+from wae_deploy.machine import cpu_has, host_cpu_class
 from wae_deploy.preprocess import CIFAR
+from wae_deploy.quantize import PARTS, int8_plan
 from wae_deploy.targets import get_target
 from wae_deploy.targets.openvino import COMPUTE
 
@@ -106,6 +108,15 @@ def conv_nodes(onnx_path, prefix: str = "") -> int:
     return sum(n.op_type == "Conv" and n.name.startswith(prefix) for n in onnx.load(str(onnx_path)).graph.node)
 
 
+def kept_convs(manifest: dict, onnx_path) -> int:
+    """The convolutions an INT8 build left in float: the parts it kept (the CPU class's recipe, the guard's
+    steps), or the layers NNCF's per-layer search reverted."""
+    convs = [n.name for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
+    if manifest["accuracy_control"]:
+        return len(set(manifest["accuracy_control"]["float_layers"]) & set(convs))
+    return sum(any(re.search(PARTS.get(p, p), name) for p in manifest["keep_float"]) for name in convs)
+
+
 def _get(artifacts, target, precision):
     if (target, precision) not in artifacts:
         pytest.skip("this CPU has neither AVX512-BF16 nor AMX")
@@ -142,9 +153,12 @@ def test_ort_int8_really_runs_int8(artifacts, wae_onnx):
     fp32 = artifacts["ort", "fp32"].manifest["executed"]
     assert fp32["int8_ops"] == {}
     assert sum(fp32["float_ops"].get(k, 0) for k in ("Conv", "FusedConv", "NchwcConv")) == convs
-    int8 = artifacts["ort", "int8"].manifest["executed"]
-    assert int8["int8_ops"].get("QLinearConv") == convs, int8
-    assert not any(k in int8["float_ops"] for k in ("Conv", "FusedConv", "NchwcConv")), int8
+    manifest = artifacts["ort", "int8"].manifest
+    int8 = manifest["executed"]
+    kept = kept_convs(manifest, wae_onnx)
+    assert kept < convs
+    assert int8["int8_ops"].get("QLinearConv") == convs - kept, int8
+    assert sum(int8["float_ops"].get(k, 0) for k in ("Conv", "FusedConv", "NchwcConv")) == kept, int8
     # The INT8 build leaves no weight that ORT turns back into FP32 on every call (qdq.py).
     assert int8["weight_dequantized_per_call"] == [], int8
 
@@ -161,7 +175,8 @@ def test_openvino_reports_precision_each_layer_runs_in(artifacts):
     total_convs = sum(v for k, v in fp32.items() if k.startswith("Convolution:"))
     int8 = layers("int8")
     int8_convs = sum(v for k, v in int8.items() if k in ("Convolution:u8", "Convolution:i8"))
-    assert int8_convs == total_convs, int8
+    kept = kept_convs(artifacts["openvino", "int8"].manifest, artifacts["ort", "fp32"].path / "model.onnx")
+    assert int8_convs == total_convs - kept and int8.get("Convolution:f32", 0) == kept, int8
     fp16_manifest = artifacts["openvino", "fp16"].manifest
     assert "FP16 weights" in fp16_manifest["note"] and "f32" in fp16_manifest["note"]
     # what the note says is what the runtime graph shows: f32 compute, not f16
@@ -344,8 +359,9 @@ def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path
                                     "--max-accuracy-drop=0", "-o", str(out)])
     assert res.exit_code == 1, res.output
     assert "cannot keep the top-1 drop within 0" in res.output
-    # every fallback step was tried (a WAE: nothing, then encoder+high, then +fusion) before giving up
-    assert res.output.count("keeping") == 3, res.output
+    # every fallback step of this CPU class's recipe was tried before giving up
+    kept = int8_plan(host_cpu_class(), "wae")[0]
+    assert res.output.count("keeping") == len(_steps(kept, decomposed=True)), res.output
     assert not out.exists()
     assert list(out.parent.iterdir()) == [] and sorted(p.name for p in src.iterdir()) == ["wae.onnx"]
 

@@ -66,19 +66,20 @@ def int8_plan(cpu_class: str | None, decomposition: str | None, keep_float=(), c
     """
     kept = list(keep_float)
     recipe = RECIPES.get(cpu_class, UNKNOWN) if cpu_target else Recipe(False, (), "GPU: NNCF's default recipe")
-    if decomposition in ("wae", "dwt"):
-        kept = [*recipe.keep_float, *kept]
     if decomposition == "dwt" and "encoder" not in kept:
         # Rounded to INT8, the fixed 9/7 filters no longer sum to zero: the diagonal band passes
         # 0.13 of the image's local mean, which its normalisation then magnifies (Imagenette:
         # -5.2 top-1, -0.7 to -0.9 with the wavelet in float; benchmarks/dwt-int8.json). It is
-        # one small grouped convolution, so float costs next to nothing.
+        # one small grouped convolution, so float costs next to nothing, on every target.
         kept.insert(0, "encoder")
         log("  INT8 keeps the 9/7 wavelet in float (its rounded filters leak the image mean into the high bands)")
+    if decomposition in ("wae", "dwt"):
+        kept = [*recipe.keep_float, *kept]
     kept = tuple(dict.fromkeys(p for p in kept if not (p == "encoder-first" and "encoder" in kept)))
     if cpu_target:
         log(f"  INT8 recipe for {cpu_class or 'an unknown CPU class'}: {recipe.why}")
-    return kept, recipe.overflow_fix, {"cpu_class": cpu_class, "overflow_fix": recipe.overflow_fix,
+    return kept, recipe.overflow_fix, {"cpu_class": cpu_class if cpu_target else None,
+                                       "overflow_fix": recipe.overflow_fix,
                                        "recipe_keep_float": list(recipe.keep_float), "why": recipe.why}
 
 
@@ -121,16 +122,19 @@ def _nncf():
     return nncf
 
 
-def _common(nncf, calib: ImageSet, keep_float, overflow_fix: bool) -> dict:
-    options = dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
-                   ignored_scope=ignored_scope(keep_float) if keep_float else None)
-    if overflow_fix:
-        # 7-bit weights in every layer, so that u8 x s8 pairs summed in 16 bits cannot saturate on
-        # CPUs without VNNI; NNCF's default does it for the first layer only.
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+def _common(nncf, calib: ImageSet, keep_float) -> dict:
+    return dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
+                ignored_scope=ignored_scope(keep_float) if keep_float else None)
 
-        options["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
-    return options
+
+def _advanced(overflow_fix: bool):
+    """NNCF's advanced parameters: None (its defaults) unless the CPU class wants 7-bit weights in every
+    layer, so that u8 x s8 pairs summed in 16 bits cannot saturate (NNCF's default: the first layer only)."""
+    if not overflow_fix:
+        return None
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    return AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
 
 
 def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_name: str | None = None,
@@ -139,7 +143,7 @@ def quantize(model, calib: ImageSet, spec: Preprocessing, keep_float=(), input_n
     nncf = _nncf()
     with quiet():
         return nncf.quantize(model, calibration_dataset(calib, spec, input_name),
-                             **_common(nncf, calib, keep_float, overflow_fix))
+                             advanced_parameters=_advanced(overflow_fix), **_common(nncf, calib, keep_float))
 
 
 def quantize_to_bound(model, calib: ImageSet, spec: Preprocessing, held_out: ImageSet, max_drop_points: float,
@@ -155,7 +159,7 @@ def quantize_to_bound(model, calib: ImageSet, spec: Preprocessing, held_out: Ima
         result = nncf.quantize_with_accuracy_control(
             model, calibration_dataset(calib, spec, input_name), calibration_dataset(held_out, spec, input_name),
             _top1_validator(held_out, spec), max_drop=max_drop_points / 100.0,
-            **_common(nncf, calib, keep_float, overflow_fix))
+            advanced_quantization_parameters=_advanced(overflow_fix), **_common(nncf, calib, keep_float))
     return result, {"max_drop": max_drop_points, "held_out": len(held_out), "float_layers": float_layers(result)}
 
 
