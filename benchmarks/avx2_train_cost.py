@@ -80,7 +80,8 @@ def main() -> None:
             row["onednn" if m else "native"] = {"median_images_per_s": round(statistics.median(v), 1),
                                                 "rounds": [round(r, 1) for r in v]}
         if len(modes) == 2:
-            row["native_slowdown"] = round(row["onednn"]["median_images_per_s"] / row["native"]["median_images_per_s"], 2)
+            speeds = row["onednn"]["median_images_per_s"], row["native"]["median_images_per_s"]
+            row["native_slowdown"] = round(speeds[0] / speeds[1], 2)
         results.append(row)
         print(json.dumps(row), flush=True)
     torch.backends.mkldnn.enabled = True
