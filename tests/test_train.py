@@ -65,7 +65,8 @@ def test_training_lowers_the_loss(straight, train_images, train_sample):
     ckpt, out, logs = straight("resnet20")
     history = ckpt.metrics["history"]
     assert [(r["stage"], r["epoch"]) for r in history] == [("classifier", 1), ("classifier", 2), ("classifier", 3)]
-    assert len(logs) == 3 and all("classifier" in line and "test top-1" in line for line in logs)
+    epochs = [line for line in logs if not line.startswith("oneDNN convolutions")]  # the AVX2 note (train.py)
+    assert len(epochs) == 3 and all("classifier" in line and "test top-1" in line for line in epochs)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     # The same images, through the initial and the trained weights (batch statistics for both).
     x, y = train_images[:512], torch.from_numpy(train_sample.labels[:512])
@@ -139,7 +140,7 @@ def test_resume_continues_exactly(straight, tmp_path, name, epochs_done):
     assert e.value.exit_code == 2
     logs = []
     resumed = train(dataclasses.replace(cfg, resume=True), log=logs.append)
-    assert logs[0].startswith("resuming at stage")
+    assert [line for line in logs if not line.startswith("oneDNN convolutions")][0].startswith("resuming at stage")
     assert not state.exists()
     assert_same_run(resumed, straight(name)[0])
 
@@ -229,3 +230,65 @@ def test_teacher_with_other_preprocessing_is_refused(fast_load_split, tmp_path):
         train(_config("resnet20", tmp_path / "x.pt", teacher=teacher), log=lambda _: None)
     assert e.value.exit_code == 2
     assert not (tmp_path / "x.pt").exists()
+
+
+# --------------------------------------------------------------------------- the AVX2 oneDNN route
+
+AVX2_EPYC = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 ssse3 sse4_1 avx f16c fma avx2 bmi2\n"
+AVX512 = AVX2_EPYC.replace("avx2 bmi2", "avx2 bmi2 avx512f avx512bw avx512_bf16")
+
+
+class Watch(Interrupt):
+    """Records whether oneDNN convolutions are enabled at each training step."""
+
+    def __init__(self):
+        super().__init__(at=-1)
+        self.onednn = []
+
+    def update(self, task, advance=0, description=None):
+        self.onednn.append(torch.backends.mkldnn.enabled)
+
+
+@pytest.mark.parametrize("cpuinfo, onednn", [(AVX2_EPYC, False), (AVX512, True)])
+def test_avx2_only_cpu_trains_without_onednn(fast_load_split, tmp_path, monkeypatch, cpuinfo, onednn):
+    import wae_deploy.train as train_mod
+    from wae_deploy import machine
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text(cpuinfo)
+    monkeypatch.setattr(train_mod, "cpu_flags", lambda: machine.cpu_flags(tmp_path))
+    monkeypatch.setattr(train_mod.platform, "machine", lambda: "x86_64")
+    monkeypatch.delenv(train_mod.ONEDNN_ENV, raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    before = torch.backends.mkldnn.enabled
+    logs, watch = [], Watch()
+    train(_config("resnet20", tmp_path / "x.pt", epochs=1, limit_batches=2, limit_eval=20), log=logs.append,
+          progress=watch)
+    assert watch.onednn == [onednn and before] * 2
+    notes = [line for line in logs if line.startswith("oneDNN convolutions")]
+    if onednn:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and "AVX2 but no AVX-512" in notes[0] and train_mod.ONEDNN_ENV in notes[0]
+        assert logs[0] == notes[0]  # before any epoch line
+    assert torch.backends.mkldnn.enabled == before  # put back after training
+
+
+def test_onednn_route_decision():
+    from wae_deploy.train import ONEDNN_ENV, onednn_training
+    avx2 = {"avx", "avx2", "fma"}
+    avx512 = avx2 | {"avx512f"}
+    use, line = onednn_training(avx2, "x86_64", {})
+    assert not use and "AVX2 but no AVX-512" in line and "\n" not in line
+    assert onednn_training(avx512, "x86_64", {}) == (True, None)
+    assert onednn_training({"asimd", "asimddp"}, "aarch64", {}) == (True, None)
+    assert onednn_training(set(), "x86_64", {}) == (True, None)  # flags unreadable: torch's default
+    assert onednn_training({"avx"}, "x86_64", {}) == (True, None)  # no AVX2 kernel to reach
+    # ONEDNN_MAX_CPU_ISA=AVX2 sends a big CPU to the AVX2 kernels too.
+    use, line = onednn_training(avx512, "x86_64", {"ONEDNN_MAX_CPU_ISA": "avx2"})
+    assert not use and "ONEDNN_MAX_CPU_ISA=AVX2" in line
+    # The override, both ways, with a line.
+    use, line = onednn_training(avx2, "x86_64", {ONEDNN_ENV: "1"})
+    assert use and line.startswith("oneDNN convolutions on") and "\n" not in line
+    use, line = onednn_training(avx512, "x86_64", {ONEDNN_ENV: "0"})
+    assert not use and line.startswith("oneDNN convolutions off")

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from . import atomic, checkpoint, distributed
 from .data import ImageSet, default_data_root, load_split
 from .errors import UserError
-from .machine import cpu_has, memory_bytes
+from .machine import cpu_flags, cpu_has, memory_bytes
 from .metrics import accuracy
 from .models import Decomposed, create_model, default_preprocessing, parse_arch
 from .models.wae import decomposition_stats, init_haar, wae_loss
@@ -287,6 +288,54 @@ def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has("avx512_bf16") else None
 
 
+# torch 2.13.0's oneDNN (v3.12) AVX2 kernel for the weight gradient of a 1x1 convolution,
+# jit_avx2_1x1_convolution_bwd_weights, writes past its buffers when the convolution has stride 2,
+# channels-last tensors and input channels that are not a multiple of 8 (the WAE's quarter-width I_H
+# branch: 4 -> 8): heap corruption ("double free or corruption"), hangs with 2+ threads, and runs that
+# depend on what the heap held (docs/avx2-training.md, benchmarks/avx2_conv_backward.py). CPUs with
+# AVX-512 take other kernels. On AVX2-only x86 hosts training uses PyTorch's native convolutions.
+ONEDNN_ENV = "WAE_TRAIN_ONEDNN"  # 1: oneDNN convolutions in training on every CPU; 0: on none; unset: auto
+_X86 = ("x86_64", "amd64", "i386", "i686")
+_AVX2_ONLY_ISAS = ("AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+def onednn_training(flags: set[str], arch: str, env: dict) -> tuple[bool, str | None]:
+    """(may training use oneDNN convolutions, the log line saying why not / why forced, or None).
+    `flags`: the CPU flags (machine.cpu_flags); `arch`: platform.machine(); `env`: os.environ."""
+    forced = env.get(ONEDNN_ENV, "").strip().lower()
+    if forced in ("0", "off", "false", "no"):
+        return False, f"oneDNN convolutions off for training: {ONEDNN_ENV}={env[ONEDNN_ENV]}"
+    isa_cap = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    avx2_only = arch.lower() in _X86 and "avx2" in flags and ("avx512f" not in flags or isa_cap in _AVX2_ONLY_ISAS)
+    if not avx2_only:
+        return True, None
+    why = ("this x86 CPU has AVX2 but no AVX-512 (avx512f)" if "avx512f" not in flags
+           else f"ONEDNN_MAX_CPU_ISA={isa_cap} limits oneDNN to AVX2")
+    if forced in ("1", "on", "true", "yes"):
+        return True, (f"oneDNN convolutions on for training ({ONEDNN_ENV}={env[ONEDNN_ENV]}) although {why}: "
+                      "torch 2.13's AVX2 1x1 convolution backward may corrupt memory or hang (docs/avx2-training.md)")
+    return False, (f"oneDNN convolutions off for training: {why}, where torch {torch.__version__.split('+')[0]}'s "
+                   "oneDNN 1x1 stride-2 convolution backward (jit_avx2_1x1) corrupts memory or hangs; native "
+                   f"kernels instead (slower; {ONEDNN_ENV}=1 forces oneDNN; docs/avx2-training.md)")
+
+
+@contextlib.contextmanager
+def _convolution_backend(device: torch.device, log: Callable[[str], None]):
+    """Training's CPU convolutions go around the broken oneDNN kernel where it is (see ONEDNN_ENV)."""
+    if device.type != "cpu":
+        yield
+        return
+    use, line = onednn_training(cpu_flags(), platform.machine(), os.environ)
+    if line:
+        log(line)
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = previous and use
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = previous
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -> checkpoint.Checkpoint | None:
     """Train on this process's share (all of it without torchrun); rank 0 returns the checkpoint,
     other ranks None."""
@@ -296,8 +345,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
     if cfg.kd_temp <= 0 or cfg.kd_weight < 0:  # before any data is decoded
         raise UserError("--kd-temp must be above 0 and --kd-weight at least 0")
     ctx = distributed.setup(cfg.device)
+    log = log if ctx.main else (lambda _: None)
     try:
-        return _train(cfg, kind, family, ctx, log if ctx.main else (lambda _: None), progress if ctx.main else None)
+        with _convolution_backend(ctx.device, log):
+            return _train(cfg, kind, family, ctx, log, progress if ctx.main else None)
     except torch.distributed.DistError as e:
         raise distributed.peer_lost(e, ctx) from e
     finally:
