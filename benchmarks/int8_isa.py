@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {
     "nncf default": (False, ()),
     "overflow fix": (True, ()),
-    "overflow fix, encoder-first float": (True, ("encoder-first",)),
+    "overflow fix + encoder-first float": (True, ("encoder-first",)),
     "encoder float": (False, ("encoder",)),
-    "overflow fix, encoder float": (True, ("encoder",)),
+    "overflow fix + encoder float": (True, ("encoder",)),
 }
 PLAIN = ("nncf default", "overflow fix")   # a model without an encoder
 

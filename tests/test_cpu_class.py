@@ -49,7 +49,7 @@ def test_every_class_has_a_recording_and_a_recipe():
 def test_recipe_without_vnni_uses_7_bit_weights_and_with_vnni_nncf_default():
     for cls in ("avx2", "avx512", None):
         kept, fix, record = int8_plan(cls, "wae")
-        assert fix is True and kept == ("encoder",) and record["cpu_class"] == cls
+        assert fix is True and kept == ("encoder-first",) and record["cpu_class"] == cls
     for cls in ("avx512-vnni", "avx-vnni", "amx"):
         assert int8_plan(cls, "wae")[:2] == ((), False)
     assert int8_plan(None, "wae")[2]["why"] == UNKNOWN.why
@@ -57,7 +57,7 @@ def test_recipe_without_vnni_uses_7_bit_weights_and_with_vnni_nncf_default():
     assert int8_plan("avx2", None, ("x",))[:2] == (("x",), True)
     assert int8_plan("avx2", "dwt")[0] == ("encoder",) and int8_plan("amx", "dwt")[0] == ("encoder",)
     assert int8_plan("amx", "wae", ("encoder-first",))[0] == ("encoder-first",)
-    assert int8_plan("avx2", "wae", ("encoder-first", "high"))[0] == ("encoder", "high")  # the whole encoder
+    assert int8_plan("avx2", "wae", ("encoder", "high"))[0] == ("encoder", "high")  # its first conv included
     # a GPU engine takes neither the class's parts nor its overflow fix
     assert int8_plan("avx2", "wae", cpu_target=False)[:2] == ((), False)
 

@@ -354,7 +354,7 @@ def doctor(targets, as_json):
               help="Do not score INT8 against FP32 (unlabelled calibration data); the manifest says so.")
 @click.option("--eval", "eval_dir", type=click.Path(),
               help="Held-out labelled images for the guard [default: calibration photos not in the sample].")
-@click.option("--eval-size", default=2000, show_default=True)
+@click.option("--eval-size", default=5000, show_default=True, help="Held-out photos the guard scores on.")
 @click.option("--keep-float", multiple=True,
               help="Part (encoder-first, encoder, high, fusion) or node pattern kept in float.")
 @click.option("--cpu", "cpu_class", help="CPU class the INT8 build is for: avx2, avx512, avx512-vnni, avx-vnni "
