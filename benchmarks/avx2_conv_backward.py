@@ -4,12 +4,15 @@
     python benchmarks/avx2_conv_backward.py --threads 2     # the hang (exit 1 after --timeout seconds)
     python benchmarks/avx2_conv_backward.py --scan          # which shapes fail, one line each
     python benchmarks/avx2_conv_backward.py --no-mkldnn     # the same with torch.backends.mkldnn.enabled = False
+    python benchmarks/avx2_conv_backward.py --format route  # through train.nchw_convolutions (what training does)
 
 Needs torch only. Each case runs in a child process under a timeout (a hang or a glibc abort in
 the child is reported, not suffered) with MALLOC_CHECK_=3 so a heap overrun aborts at once.
 The child runs F.conv2d(x, w, stride=2) with x N x C_in x H x W in channels-last and w C_out x C_in
 x 1 x 1, backpropagates into w (the weight gradient alone is enough), --reps times, and compares the
-weight gradient with PyTorch's native kernel (mkldnn disabled) on the same inputs.
+weight gradient with PyTorch's native kernel (mkldnn disabled) on the same inputs. --format route:
+channels-last tensors into an nn.Conv2d made channels-last and then passed through
+wae_deploy.train.nchw_convolutions, as train() does on AVX2-only CPUs (needs wae_deploy importable).
 
 Found on an AVX2-only AMD EPYC (2 cores, no AVX-512) with torch 2.13.0+cpu (oneDNN v3.12.0):
 kernel jit_1x1:avx2 backward_weights, C_in 3, 4 or 6 (not 8, 12, 16, 32), stride 2, channels-last,
@@ -32,12 +35,23 @@ n, cin, cout, hw, stride, reps, threads, mkldnn, fmt = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
 torch.backends.mkldnn.enabled = mkldnn
 torch.manual_seed(0)
-mf = torch.channels_last if fmt == "cl" else torch.contiguous_format
+mf = torch.contiguous_format if fmt == "nchw" else torch.channels_last
+if fmt == "route":
+    from wae_deploy.train import nchw_convolutions
+    conv = torch.nn.Conv2d(cin, cout, 1, stride, bias=False).to(memory_format=mf)
+    nchw_convolutions(conv)
 worst = 0.0
 for _ in range(reps):
     x = torch.randn(n, cin, hw, hw).contiguous(memory_format=mf)
     w = torch.randn(cout, cin, 1, 1).contiguous(memory_format=mf).requires_grad_(True)
-    y = F.conv2d(x, w, None, stride)
+    if fmt == "route":
+        with torch.no_grad():
+            conv.weight.copy_(w)
+        w = conv.weight
+        y = conv(x)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    else:
+        y = F.conv2d(x, w, None, stride)
     g = torch.randn_like(y)
     (gw,) = torch.autograd.grad(y, w, g)
     with torch.backends.mkldnn.flags(enabled=False):
@@ -74,7 +88,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=20, help="backward passes per case")
     ap.add_argument("--timeout", type=float, default=60, help="seconds per case before it counts as a hang")
     ap.add_argument("--no-mkldnn", action="store_true", help="torch.backends.mkldnn.enabled = False")
-    ap.add_argument("--format", choices=("cl", "nchw"), default="cl")
+    ap.add_argument("--format", choices=("cl", "nchw", "route"), default="cl",
+                    help="route: channels-last through wae_deploy.train.nchw_convolutions")
     ap.add_argument("--scan", action="store_true", help="C_in, stride, batch and size around the failing case")
     ap.add_argument("--json", help="write the cases and results here")
     a = ap.parse_args()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import shutil
@@ -249,8 +250,9 @@ class Watch(Interrupt):
         self.onednn.append(torch.backends.mkldnn.enabled)
 
 
-@pytest.mark.parametrize("cpuinfo, onednn", [(AVX2_EPYC, False), (AVX512, True)])
-def test_avx2_only_cpu_trains_without_onednn(fast_load_split, tmp_path, monkeypatch, cpuinfo, onednn):
+@pytest.mark.parametrize("cpuinfo, env, route", [(AVX2_EPYC, None, "nchw"), (AVX512, None, "onednn"),
+                                                 (AVX2_EPYC, "0", "native")])
+def test_avx2_only_cpu_takes_the_nchw_route(fast_load_split, tmp_path, monkeypatch, cpuinfo, env, route):
     import wae_deploy.train as train_mod
     from wae_deploy import machine
 
@@ -258,37 +260,79 @@ def test_avx2_only_cpu_trains_without_onednn(fast_load_split, tmp_path, monkeypa
     (tmp_path / "proc/cpuinfo").write_text(cpuinfo)
     monkeypatch.setattr(train_mod, "cpu_flags", lambda: machine.cpu_flags(tmp_path))
     monkeypatch.setattr(train_mod.platform, "machine", lambda: "x86_64")
-    monkeypatch.delenv(train_mod.ONEDNN_ENV, raising=False)
+    if env is None:
+        monkeypatch.delenv(train_mod.ONEDNN_ENV, raising=False)
+    else:
+        monkeypatch.setenv(train_mod.ONEDNN_ENV, env)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    hooked, real = [], train_mod.nchw_convolutions
+    monkeypatch.setattr(train_mod, "nchw_convolutions", lambda model: hooked.append(model) or real(model))
     before = torch.backends.mkldnn.enabled
     logs, watch = [], Watch()
     train(_config("resnet20", tmp_path / "x.pt", epochs=1, limit_batches=2, limit_eval=20), log=logs.append,
           progress=watch)
-    assert watch.onednn == [onednn and before] * 2
+    assert watch.onednn == [route != "native" and before] * 2
+    assert len(hooked) == (route == "nchw")
     notes = [line for line in logs if line.startswith("oneDNN convolutions")]
-    if onednn:
+    if route == "onednn":
         assert notes == []
     else:
-        assert len(notes) == 1 and "AVX2 but no AVX-512" in notes[0] and train_mod.ONEDNN_ENV in notes[0]
-        assert logs[0] == notes[0]  # before any epoch line
+        assert len(notes) == 1 and logs[0] == notes[0]  # one line, before any epoch line
+    if route == "nchw":
+        assert "AVX2 but no AVX-512" in notes[0] and "NCHW" in notes[0] and train_mod.ONEDNN_ENV in notes[0]
+        assert train_mod.NCHW_COST in notes[0]
+    if route == "native":
+        assert notes[0] == f"oneDNN convolutions off for training: {train_mod.ONEDNN_ENV}=0"
     assert torch.backends.mkldnn.enabled == before  # put back after training
+
+
+def test_nchw_convolutions_take_only_the_broken_shape():
+    from wae_deploy.train import nchw_affected, nchw_convolutions
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 1, 2, bias=False),
+                              torch.nn.Conv2d(8, 16, 1, 2, bias=False), torch.nn.Conv2d(16, 6, 1, bias=False),
+                              torch.nn.Conv2d(6, 8, 1, 2, bias=False))
+    assert [nchw_affected(m) for m in net] == [False, True, False, False, True]
+    ref = copy.deepcopy(net)
+    net = net.to(memory_format=torch.channels_last)
+    assert len(nchw_convolutions(net)) == 4
+    seen = []
+    for m in net:  # registered after the route's hooks: sees what the convolution gets and gives
+        m.register_forward_pre_hook(lambda m, a: seen.append(("in", a[0].is_contiguous())))
+        m.register_forward_hook(lambda m, a, out: seen.append(("out", out.is_contiguous(
+            memory_format=torch.channels_last))))
+    assert net[1].weight.stride() == (4, 1, 1, 1) and net[4].weight.stride() == (6, 1, 1, 1)  # NCHW strides
+    x = torch.randn(4, 3, 16, 16)
+    net(x.contiguous(memory_format=torch.channels_last)).sum().backward()
+    assert [s for s in seen if s[0] == "in"] == [("in", c) for c in (False, True, False, False, True)]
+    assert all(channels_last for _, channels_last in seen[1::2])
+    with torch.backends.mkldnn.flags(enabled=False):
+        ref(x).sum().backward()
+    for a, b in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_onednn_route_decision():
     from wae_deploy.train import ONEDNN_ENV, onednn_training
     avx2 = {"avx", "avx2", "fma"}
     avx512 = avx2 | {"avx512f"}
-    use, line = onednn_training(avx2, "x86_64", {})
-    assert not use and "AVX2 but no AVX-512" in line and "\n" not in line
-    assert onednn_training(avx512, "x86_64", {}) == (True, None)
-    assert onednn_training({"asimd", "asimddp"}, "aarch64", {}) == (True, None)
-    assert onednn_training(set(), "x86_64", {}) == (True, None)  # flags unreadable: torch's default
-    assert onednn_training({"avx"}, "x86_64", {}) == (True, None)  # no AVX2 kernel to reach
+    route, line = onednn_training(avx2, "x86_64", {})
+    assert route == "nchw" and "AVX2 but no AVX-512" in line and "NCHW" in line and "\n" not in line
+    assert onednn_training(avx512, "x86_64", {}) == ("onednn", None)
+    assert onednn_training({"asimd", "asimddp"}, "aarch64", {}) == ("onednn", None)
+    assert onednn_training(set(), "x86_64", {}) == ("onednn", None)  # flags unreadable: torch's default
+    assert onednn_training({"avx"}, "x86_64", {}) == ("onednn", None)  # no AVX2 kernel to reach
+    assert onednn_training(avx512, "x86_64", {ONEDNN_ENV: "auto"}) == ("onednn", None)
     # ONEDNN_MAX_CPU_ISA=AVX2 sends a big CPU to the AVX2 kernels too.
-    use, line = onednn_training(avx512, "x86_64", {"ONEDNN_MAX_CPU_ISA": "avx2"})
-    assert not use and "ONEDNN_MAX_CPU_ISA=AVX2" in line
-    # The override, both ways, with a line.
-    use, line = onednn_training(avx2, "x86_64", {ONEDNN_ENV: "1"})
-    assert use and line.startswith("oneDNN convolutions on") and "\n" not in line
-    use, line = onednn_training(avx512, "x86_64", {ONEDNN_ENV: "0"})
-    assert not use and line.startswith("oneDNN convolutions off")
+    route, line = onednn_training(avx512, "x86_64", {"ONEDNN_MAX_CPU_ISA": "avx2"})
+    assert route == "nchw" and "ONEDNN_MAX_CPU_ISA=AVX2" in line
+    # The overrides, each with a line where it matters.
+    route, line = onednn_training(avx2, "x86_64", {ONEDNN_ENV: "1"})
+    assert route == "onednn" and line.startswith("oneDNN convolutions channels-last") and "\n" not in line
+    assert onednn_training(avx512, "x86_64", {ONEDNN_ENV: "1"}) == ("onednn", None)
+    route, line = onednn_training(avx512, "x86_64", {ONEDNN_ENV: "0"})
+    assert route == "native" and line.startswith("oneDNN convolutions off")
+    route, line = onednn_training(avx512, "x86_64", {ONEDNN_ENV: "nchw"})
+    assert route == "nchw" and f"{ONEDNN_ENV}=nchw" in line
+    with pytest.raises(UserError, match=ONEDNN_ENV):
+        onednn_training(avx2, "x86_64", {ONEDNN_ENV: "maybe"})

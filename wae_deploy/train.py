@@ -292,46 +292,95 @@ def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 # jit_avx2_1x1_convolution_bwd_weights, writes past its buffers when the convolution has stride 2,
 # channels-last tensors and input channels that are not a multiple of 8 (the WAE's quarter-width I_H
 # branch: 4 -> 8): heap corruption ("double free or corruption"), hangs with 2+ threads, and runs that
-# depend on what the heap held (docs/avx2-training.md, benchmarks/avx2_conv_backward.py). CPUs with
-# AVX-512 take other kernels. On AVX2-only x86 hosts training uses PyTorch's native convolutions.
-ONEDNN_ENV = "WAE_TRAIN_ONEDNN"  # 1: oneDNN convolutions in training on every CPU; 0: on none; unset: auto
+# depend on what the heap held (docs/avx2-training.md, benchmarks/avx2_conv_backward.py). In NCHW the
+# same kernel gets its source reordered into oneDNN's zero-padded 8-channel blocks and is correct.
+# CPUs with AVX-512 take other kernels. On AVX2-only x86 hosts training runs just those convolutions
+# (1x1, stride > 1, input channels per group not a multiple of 8) in NCHW, the rest channels-last
+# with oneDNN as everywhere else.
+ONEDNN_ENV = "WAE_TRAIN_ONEDNN"
+# WAE_TRAIN_ONEDNN: unset/auto: the route below where the kernel is broken, oneDNN everywhere else;
+# nchw: that route on any CPU; 1/on: oneDNN channels-last for every convolution even where broken;
+# 0/off: no oneDNN convolutions in training on any CPU (PyTorch's native kernels, 2.6-3.6x slower here).
 _X86 = ("x86_64", "amd64", "i386", "i686")
 _AVX2_ONLY_ISAS = ("AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+_ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
+# Measured on the AVX2-only AMD EPYC, 1 thread (benchmarks/avx2-train-cost.json): the log line says it.
+NCHW_COST = "no measured speed cost against oneDNN all channels-last; 2.4-3.4x faster than native kernels"
 
 
-def onednn_training(flags: set[str], arch: str, env: dict) -> tuple[bool, str | None]:
-    """(may training use oneDNN convolutions, the log line saying why not / why forced, or None).
-    `flags`: the CPU flags (machine.cpu_flags); `arch`: platform.machine(); `env`: os.environ."""
-    forced = env.get(ONEDNN_ENV, "").strip().lower()
-    if forced in ("0", "off", "false", "no"):
-        return False, f"oneDNN convolutions off for training: {ONEDNN_ENV}={env[ONEDNN_ENV]}"
+def onednn_training(flags: set[str], arch: str, env: dict) -> tuple[str, str | None]:
+    """(the route for training's CPU convolutions, the one log line saying why, or None).
+    Routes: "onednn" (oneDNN, channels-last: torch's default), "nchw" (oneDNN, with the 1x1 stride-2
+    convolutions whose input channels are not a multiple of 8 in NCHW: nchw_convolutions), "native"
+    (no oneDNN convolutions). `flags`: the CPU flags (machine.cpu_flags); `arch`: platform.machine();
+    `env`: os.environ."""
+    raw = env.get(ONEDNN_ENV, "")
+    forced = raw.strip().lower()
+    if forced in _OFF:
+        return "native", f"oneDNN convolutions off for training: {ONEDNN_ENV}={raw}"
+    if forced not in ("", "auto", "nchw") + _ON:
+        raise UserError(f"{ONEDNN_ENV}={raw!r}: use auto (or unset), nchw, 1 or 0")
     isa_cap = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
     avx2_only = arch.lower() in _X86 and "avx2" in flags and ("avx512f" not in flags or isa_cap in _AVX2_ONLY_ISAS)
-    if not avx2_only:
-        return True, None
     why = ("this x86 CPU has AVX2 but no AVX-512 (avx512f)" if "avx512f" not in flags
            else f"ONEDNN_MAX_CPU_ISA={isa_cap} limits oneDNN to AVX2")
-    if forced in ("1", "on", "true", "yes"):
-        return True, (f"oneDNN convolutions on for training ({ONEDNN_ENV}={env[ONEDNN_ENV]}) although {why}: "
-                      "torch 2.13's AVX2 1x1 convolution backward may corrupt memory or hang (docs/avx2-training.md)")
-    return False, (f"oneDNN convolutions off for training: {why}, where torch {torch.__version__.split('+')[0]}'s "
-                   "oneDNN 1x1 stride-2 convolution backward (jit_avx2_1x1) corrupts memory or hangs; native "
-                   f"kernels instead (slower; {ONEDNN_ENV}=1 forces oneDNN; docs/avx2-training.md)")
+    if forced in _ON:
+        return "onednn", (f"oneDNN convolutions channels-last for training ({ONEDNN_ENV}={raw}) although {why}: "
+                          "torch 2.13's AVX2 1x1 convolution backward may corrupt memory or hang "
+                          "(docs/avx2-training.md)") if avx2_only else None
+    if forced == "nchw" or avx2_only:
+        reason = f"{ONEDNN_ENV}={raw}" if forced == "nchw" else (
+            f"{why}, where torch {torch.__version__.split('+')[0]}'s oneDNN 1x1 stride-2 convolution backward "
+            "(jit_avx2_1x1) corrupts memory or hangs in channels-last")
+        return "nchw", (f"oneDNN convolutions for training with 1x1 stride-2 ones of < 8-multiple input channels "
+                        f"in NCHW: {reason} ({NCHW_COST}; {ONEDNN_ENV}=0 turns oneDNN off, =1 forces "
+                        "channels-last; docs/avx2-training.md)")
+    return "onednn", None
+
+
+def nchw_affected(module: torch.nn.Module) -> bool:
+    """A convolution the broken kernel would take: 1x1, stride > 1, input channels per group not a
+    multiple of oneDNN's 8-channel AVX2 block."""
+    return (isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1) and module.stride != (1, 1)
+            and (module.in_channels // module.groups) % 8 != 0)
+
+
+def _to_nchw(_module, args):
+    return (args[0].contiguous(), *args[1:])
+
+
+def _to_channels_last(_module, _args, out):
+    return out.contiguous(memory_format=torch.channels_last) if out.dim() == 4 else out
+
+
+def nchw_convolutions(model: torch.nn.Module) -> list:
+    """Hooks that run the convolutions nchw_affected picks in NCHW (input made contiguous, output back
+    to channels-last), so their weight gradient takes oneDNN's padded-block path; returns the hook
+    handles. Call it after the model's last .to(memory_format=...): a 1x1 weight holds the same numbers
+    in both formats, but channels-last strides (C, 1, C, C) alone would still make torch pick the
+    channels-last kernel, so the weight gets NCHW strides here."""
+    handles = []
+    for m in model.modules():
+        if nchw_affected(m):
+            m.weight.data = m.weight.data.clone(memory_format=torch.contiguous_format)
+            handles += [m.register_forward_pre_hook(_to_nchw), m.register_forward_hook(_to_channels_last)]
+    return handles
 
 
 @contextlib.contextmanager
 def _convolution_backend(device: torch.device, log: Callable[[str], None]):
-    """Training's CPU convolutions go around the broken oneDNN kernel where it is (see ONEDNN_ENV)."""
+    """Training's CPU convolutions go around the broken oneDNN kernel where it is (see ONEDNN_ENV);
+    yields the route (onednn_training)."""
     if device.type != "cpu":
-        yield
+        yield "onednn"
         return
-    use, line = onednn_training(cpu_flags(), platform.machine(), os.environ)
+    route, line = onednn_training(cpu_flags(), platform.machine(), os.environ)
     if line:
         log(line)
     previous = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = previous and use
+    torch.backends.mkldnn.enabled = previous and route != "native"
     try:
-        yield
+        yield route
     finally:
         torch.backends.mkldnn.enabled = previous
 
@@ -347,8 +396,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
     ctx = distributed.setup(cfg.device)
     log = log if ctx.main else (lambda _: None)
     try:
-        with _convolution_backend(ctx.device, log):
-            return _train(cfg, kind, family, ctx, log, progress if ctx.main else None)
+        with _convolution_backend(ctx.device, log) as route:
+            return _train(cfg, kind, family, ctx, log, progress if ctx.main else None, route)
     except torch.distributed.DistError as e:
         raise distributed.peer_lost(e, ctx) from e
     finally:
@@ -378,7 +427,8 @@ def _must_stream(cfg, root: Path, crop: int, ctx: distributed.Context, log) -> b
     return reason is not None
 
 
-def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkpoint.Checkpoint | None:
+def _train(cfg, kind, family, ctx: distributed.Context, log, progress,
+           route: str = "onednn") -> checkpoint.Checkpoint | None:
     dev = ctx.device
     amp = _precision(cfg, dev)
     if cfg.sync_bn and ctx.world == 1:
@@ -412,6 +462,8 @@ def _train(cfg, kind, family, ctx: distributed.Context, log, progress) -> checkp
     if cfg.sync_bn and ctx.world > 1:
         model = distributed.sync_batchnorm(model, ctx)
     model = model.to(dev, memory_format=torch.channels_last)  # ~1.2x faster convolutions on this CPU
+    if route == "nchw":  # around oneDNN's broken AVX2 kernel (ONEDNN_ENV); hooks stay with this model only
+        nchw_convolutions(model)
     teacher = _teacher(cfg, spec, train_set.classes, dev)
     plan = stages(cfg)
     norm = Normalizer(spec)
