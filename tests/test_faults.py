@@ -115,7 +115,11 @@ def kill_at(kind: str, where: str, chunk: int, args: list) -> list[str]:
     proc = subprocess.Popen([sys.executable, "-c", KILL_POINT, kind, where, str(chunk), *map(str, args)],
                             env=cli_env(PYTHONPATH=path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        report = proc.stdout.readline().split()
+        report = []
+        for line in proc.stdout:  # past the command's own log lines (an INT8 build's recipe, its guard)
+            report = line.split()
+            if report[:1] == ["writing"]:
+                break
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert report and report[0] == "writing", f"no pause reached (seed {SEED}): {proc.stderr.read()[-2000:]}"

@@ -116,7 +116,7 @@ def test_accuracy_control_is_reported_from_what_nncf_returned(monkeypatch):
 
 @pytest.mark.parametrize("checkpoint", ["wae-resnet20.pt", "resnet20-dwt.pt"])
 def test_parts_name_every_operation_of_their_module_and_nothing_else(checkpoint, tmp_path):
-    """--keep-float encoder/high/fusion on real exports: the DWT's one convolution is named
+    """--keep-float encoder/encoder-first/high/fusion on real exports: the DWT's one convolution is named
     "decomposer/Conv", the WAE's "decomposer.body.0/Conv"; a pattern that misses either keeps
     nothing in float without a word (NNCF's ignored scope is not validated)."""
     path = export(MODELS / checkpoint, tmp_path / "m.onnx", verify=0, log=lambda *a: None).path
@@ -124,5 +124,9 @@ def test_parts_name_every_operation_of_their_module_and_nothing_else(checkpoint,
     owner = {"encoder": ("decomposer",), "high": ("high", "norm_high"), "fusion": ("fusion",)}
     for part, pattern in PARTS.items():
         matched = {n for n in names if re.search(pattern, n)}
+        if part == "encoder-first":  # the WAE's first convolution, the DWT's only one: a single Conv
+            assert [n for n in matched if n.endswith("Conv")] == [next(n for n in names if n.endswith("Conv"))]
+            assert matched <= {n for n in names if re.search(PARTS["encoder"], n)}, matched
+            continue
         expected = {n for n in names if n.split("/")[0].split(".")[0] in owner[part]}
         assert matched == expected and any(n.endswith(("Conv", "Gemm")) for n in matched), (part, matched)
