@@ -38,8 +38,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[train,openvino,dev]'
 	touch $@
 
+# One pytest worker per core (xdist); each test file stays on one worker, so a file's trained
+# fixtures are made once.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 # The main job on the embedded default: the Imagenette WAE-VGG16 and its full-resolution
 # baseline, exported, built for ONNX Runtime and OpenVINO in FP32 and INT8, scored on all 3,925

@@ -6,6 +6,8 @@ run on a machine decodes the JPEGs once, later runs load an .npz in about a seco
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -21,6 +23,8 @@ from wae_deploy.preprocess import CIFAR
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev", print_blob=True)
 settings.load_profile("ci" if IN_CI else "dev")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one xdist worker per core: two threads each would contend for the same cores
 
 
 def _seeds() -> str:

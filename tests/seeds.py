@@ -13,7 +13,12 @@ import os
 
 def _seed(variable: str) -> int:
     value = os.environ.get(variable)
-    return int(value) if value else int.from_bytes(os.urandom(4), "little") % 100_000
+    if not value:
+        value = str(int.from_bytes(os.urandom(4), "little") % 100_000)
+        # pytest-xdist's workers start after this runs in the controller and inherit its environment,
+        # so every worker uses the seed the summary prints
+        os.environ[variable] = value
+    return int(value)
 
 
 FAULT_SEED = _seed("WAE_FAULT_SEED")

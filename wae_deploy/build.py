@@ -83,7 +83,6 @@ def build(onnx_path: str | Path, target_name: str | Target, precision: str, out:
         options = {"overflow_fix": True} if fix else {}
 
     unguarded = _unguarded(precision, info, max_accuracy_drop, accuracy_guard)
-    held_out = None
     if not unguarded:
         held_out, source = held_out_set(info.preprocessing, eval_dir, eval_size, calib_dir, calib_size)
         if len(held_out) < MIN_HELD_OUT:
