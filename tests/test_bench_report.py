@@ -108,3 +108,14 @@ def test_markdown_profile_section():
     rows = [line for line in text.splitlines() if line.startswith("| 10.0% |")]
     assert len(rows) == 8 and rows[0] == "| 10.0% | 1.000 | int8 | main | QLinearConv/CPU | main.features.0/Conv |"
     assert "Where the time goes" not in report.markdown(_results())
+
+
+def test_markdown_names_the_cpu_class_and_any_mismatch():
+    r = _results()
+    assert "on Test CPU, CPU class not recorded." in report.markdown(r)  # a file from before the class
+    r["environment"]["cpu"]["class"] = "avx2"
+    r["cpu_mismatch"] = [{"model": "wae", "target": "ort", "precision": "int8",
+                          "warning": "warning: wae.ort-int8 was built and scored on a CPU of class amx; ..."}]
+    text = report.markdown(r)
+    assert "on Test CPU, CPU class avx2." in text
+    assert "- warning: wae.ort-int8 was built and scored on a CPU of class amx" in text

@@ -282,3 +282,13 @@ def test_default_output_name_and_unknown_precision(tmp_path, monkeypatch):
 def test_negative_or_nan_bound_is_refused(tmp_path, bad):
     with pytest.raises(UserError, match="must be zero or more"):
         build_module.build(tmp_path / "m.onnx", "ort", "int8", max_accuracy_drop=bad)
+
+
+def test_fp32_reference_is_scored_once_for_builds_that_share_a_score_dict(tmp_path, monkeypatch):
+    """A bench builds INT8 for two runtimes from one model: the FP32 reference is built and scored once."""
+    target = PlannedTarget({"fp32": 180, (): 180})
+    planned(monkeypatch, target)
+    path, scores = model(tmp_path, "plain"), {}
+    for out in ("a", "b"):
+        build_module.build(path, "planned", "int8", tmp_path / out, fp32_scores=scores, log=lambda *a: None)
+    assert [c[0] for c in target.calls] == ["fp32", "int8", "int8"] and list(scores.values()) == [90.0]

@@ -79,7 +79,7 @@ def _int8_artifact(tmp_path, tiny_onnx, measured_on) -> Path:
 
 
 @pytest.mark.parametrize("built,host,warned", [
-    ("avx512-vnni", "avx2", "was built on a avx512-vnni CPU and this host is avx2"),
+    ("avx512-vnni", "avx2", "scored on a CPU of class avx512-vnni; this host's class is avx2"),
     ("amx", "amx", None),
     ("missing", "avx2", "records no known CPU class (none)"),
     ("avx3", "avx2", "records no known CPU class (avx3)"),
@@ -115,7 +115,7 @@ def test_predict_prints_the_warning_on_stderr(tmp_path, tiny_onnx):
     path = _int8_artifact(tmp_path, tiny_onnx, other)
     p = run_cli(["predict", path, _image(tmp_path), "--top-k", "1"])
     assert p.returncode == 0, p.stderr
-    assert p.stderr.count("warning:") == 1 and f"built on a {other} CPU" in p.stderr
+    assert p.stderr.count("warning:") == 1 and f"CPU of class {other};" in p.stderr
 
 
 def test_missing_model_file_is_named_with_exit_2(tmp_path, tiny_onnx):
@@ -145,3 +145,16 @@ def test_doctor_says_inexact_for_int8_without_vnni(tmp_path):
     (tmp_path / "proc" / "cpuinfo").write_text(next(p for p in RECORDED if p.stem.startswith("amx-")).read_text())
     assert {r.status for r in doctor.diagnose(root=tmp_path).rows if r.precision == "int8" and r.target != "trt"} \
         == {"yes"}
+
+
+def test_bench_records_an_artifact_scored_on_another_class(tmp_path, tiny_onnx):
+    from wae_deploy.bench.suite import BenchConfig, run
+
+    other = "amx" if machine.host_cpu_class() != "amx" else "avx2"
+    path = _int8_artifact(tmp_path, tiny_onnx, other)
+    lines = []
+    results = run(BenchConfig(targets=["ort"], models=[str(path)], batches=[1], accuracy=False, min_time_s=0.01,
+                              min_iters=2, max_time_s=1, workdir=tmp_path / "work"), log=lines.append)
+    assert [m["model"] for m in results["cpu_mismatch"]] == ["a"]
+    assert f"CPU of class {other}; this host's class is" in results["cpu_mismatch"][0]["warning"]
+    assert sum(f"CPU of class {other};" in line for line in lines) == 1

@@ -128,11 +128,11 @@ def cpu_mismatch(art: Artifact, host_class: str | None) -> str | None:
         return None
     measured = (cpu or {}).get("measured_on")
     if measured not in machine.CPU_CLASSES:
-        return (f"warning: {art.path.name} records no known CPU class ({measured or 'none'}); its INT8 accuracy "
-                f"was measured on an unknown CPU, this host is {host_class or 'unknown'}")
+        return (f"warning: {art.path.name} records no known CPU class ({measured or 'none'}): its INT8 accuracy "
+                f"was measured on an unknown CPU; this host's class is {host_class or 'unknown'}")
     if measured != host_class:
-        return (f"warning: {art.path.name} was built on a {measured} CPU and this host is {host_class or 'unknown'}: "
-                f"its INT8 accuracy was measured on {measured}, and may differ here")
+        return (f"warning: {art.path.name} was built and scored on a CPU of class {measured}; this host's class is "
+                f"{host_class or 'unknown'}: its INT8 accuracy was measured on {measured} and may differ here")
     return None
 
 

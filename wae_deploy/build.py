@@ -17,6 +17,7 @@ from . import Step, atomic, machine, onnx_meta
 from .artifact import Artifact
 from .data import ImageSet, default_data_root, load_split
 from .errors import UserError
+from .hashing import sha256
 from .metrics import evaluate_runner
 from .quantize import int8_plan
 from .targets import Target, get_target
@@ -60,8 +61,12 @@ def held_out_set(spec, eval_dir: str | Path | None, size: int, calib_dir: str | 
 def build(onnx_path: str | Path, target_name: str | Target, precision: str, out: str | Path | None = None,
           calib_dir=None, calib_size: int = 300, max_accuracy_drop: float | None = None, eval_dir=None,
           eval_size: int = EVAL_SIZE, keep_float: tuple[str, ...] = (), cpu: str | None = None,
-          accuracy_guard: bool = True, log=print) -> Artifact:
-    """Build `precision` for `target_name`; INT8 for the CPU class `cpu` (default: this host's)."""
+          accuracy_guard: bool = True, fp32_scores: dict | None = None, log=print) -> Artifact:
+    """Build `precision` for `target_name`; INT8 for the CPU class `cpu` (default: this host's).
+
+    `fp32_scores`: a dict kept by the caller across builds of one model for several runtimes (a
+    bench), so that the FP32 reference is scored on the held-out photos once.
+    """
     if max_accuracy_drop is not None and not max_accuracy_drop >= 0:  # also refuses NaN
         raise UserError(f"--max-accuracy-drop must be zero or more top-1 points, got {max_accuracy_drop}")
     if max_accuracy_drop is not None and not accuracy_guard:
@@ -97,8 +102,12 @@ def build(onnx_path: str | Path, target_name: str | Target, precision: str, out:
     bound = ({"rule": "points", "max_drop": max_accuracy_drop} if max_accuracy_drop is not None
              else {"rule": "fraction of FP32", "fraction": GUARD_FRACTION})
     decomposed = precision == "int8" and info.config.get("decomposition") in ("wae", "dwt")
+    scores = {} if fp32_scores is None else fp32_scores
+    key = (sha256(onnx_path), source, calib_size, len(held_out))  # which photos were drawn
+    if key not in scores:
+        scores[key] = _fp32_top1(onnx_path, held_out, info.preprocessing, out)
     art, evidence = _search(target, onnx_path, precision, calib, out, held_out, info.preprocessing, bound,
-                            _steps(keep_float, decomposed), meta, options, log)
+                            scores[key], _steps(keep_float, decomposed), meta, options, log)
     return art.updated(accuracy_bound={"guarded": True, **bound, **evidence, "held_out_source": source,
                                        "seconds": round(time.perf_counter() - t0, 1)})
 
@@ -156,10 +165,10 @@ def _fp32_top1(onnx_path: Path, held_out: ImageSet, spec, out: Path) -> float:
 
 
 def _search(target: Target, onnx_path: Path, precision: str, calib, out: Path, held_out: ImageSet, spec,
-            bound: dict, steps: list[tuple[str, ...]], meta: dict, options: dict, log) -> tuple[Artifact, dict]:
+            bound: dict, ref_top1: float, steps: list[tuple[str, ...]], meta: dict, options: dict,
+            log) -> tuple[Artifact, dict]:
     """Build each step until one keeps the top-1 within the bound, then NNCF's per-layer search;
     -> (the artifact, the evidence). Nothing is left behind when no step meets the bound."""
-    ref_top1 = _fp32_top1(onnx_path, held_out, spec, out)
     max_drop = bound["max_drop"] if "max_drop" in bound else round(ref_top1 * (1 - bound["fraction"]), 3)
     tried = []
 

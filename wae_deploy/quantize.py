@@ -55,8 +55,6 @@ class Recipe:
 # products are summed in 32 bits and NNCF's default kept 99%.
 _NO_VNNI = Recipe(True, ("encoder-first",), "no VNNI (16-bit saturating INT8 sums): 7-bit weights, the WAE "
                                             "encoder's first convolution in float")
-_VNNI = Recipe(True, ("encoder",), "no VNNI (16-bit saturating INT8 sums): 7-bit weights, the WAE's "
-                                      "encoder in float")
 _VNNI = Recipe(False, (), "VNNI/AMX sum INT8 products in 32 bits: NNCF's default recipe")
 RECIPES = {"avx2": _NO_VNNI, "avx512": _NO_VNNI, "avx512-vnni": _VNNI, "avx-vnni": _VNNI, "amx": _VNNI}
 UNKNOWN = Recipe(True, ("encoder-first",), "unknown CPU class: the no-VNNI recipe, which is safe on any x86")

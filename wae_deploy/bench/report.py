@@ -120,8 +120,11 @@ def _environment_lines(results: dict) -> list[str]:
 
 def markdown(results: dict, gate: GateResult | None = None) -> str:
     suite = results.get("suite") or {}
+    cpu = (results.get("environment") or {}).get("cpu") or {}
     out = [f"# wae-deploy bench{': ' + _esc(suite['name']) if suite.get('name') else ''}", "",
-           f"Recorded {results.get('created', '?')} (results schema {results.get('schema_version')})."]
+           f"Recorded {results.get('created', '?')} (results schema {results.get('schema_version')}) on "
+           f"{_esc(str(cpu.get('model') or 'an unknown CPU'))}, CPU class {cpu.get('class') or 'not recorded'}."]
+    out += [f"- {_esc(m['warning'])}" for m in results.get("cpu_mismatch") or []]
     if suite.get("note"):
         out += ["", str(suite["note"])]
     if headline(results):

@@ -30,6 +30,9 @@ from ..hashing import sha256
 from ..preprocess import Preprocessing
 
 AS_IS_TARGETS = ("ort", "openvino")  # the runtimes that read an ONNX file without building it
+# The accuracy guard's FP32 score of each model on its held-out photos, shared by the INT8 builds of
+# one model for several runtimes (build.build's fp32_scores).
+_FP32_SCORES: dict = {}
 
 
 @dataclass
@@ -85,7 +88,7 @@ def _built(onnx_path: Path, target, precision: str, workdir: Path, calib_size: i
     except UserError:
         pass
     log(f"building {onnx_path.stem} for {target.name} {precision} ...")
-    build(onnx_path, target, precision, out, calib_size=calib_size, log=log)
+    build(onnx_path, target, precision, out, calib_size=calib_size, fp32_scores=_FP32_SCORES, log=log)
     return out
 
 
