@@ -29,6 +29,16 @@ import subprocess
 import sys
 import time
 
+
+def _host() -> dict:
+    """The CPU the cases ran on: model and class (wae_deploy.machine, standard library only)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from wae_deploy import machine
+
+    info = machine.parse_cpuinfo(machine.read(machine.LIVE, "proc/cpuinfo"))
+    return {"cpu_model": info["model"], "cpu_class": machine.cpu_class(info["flags"])}
+
+
 CHILD = r"""
 import sys, json, torch, torch.nn.functional as F
 n, cin, cout, hw, stride, reps, threads, mkldnn, fmt = json.loads(sys.argv[1])
@@ -111,7 +121,8 @@ def main() -> int:
               f"{r['result'].upper()} ({r['detail']})", flush=True)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"command": " ".join(sys.argv), "torch": torch.__version__, "results": results}, f, indent=2)
+            json.dump({"command": " ".join(sys.argv), "torch": torch.__version__, "host": _host(), "results": results},
+                      f, indent=2)
     failed = [r for r in results if r["result"] != "ok"]
     print(f"{len(failed)} of {len(results)} cases failed")
     return 1 if failed else 0
