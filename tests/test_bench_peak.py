@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wae_deploy.bench import peak as peak_module
-from wae_deploy.bench.peak import COMPUTE, conv_onnx, matmul_onnx, matmul_peak_gflops, peak_for, peak_gflops
+from wae_deploy.bench.peak import COMPUTE, conv_onnx, matmul_onnx, peak_for, peak_gflops
 from wae_deploy.errors import UserError
 
 
@@ -69,9 +69,9 @@ def test_the_peak_is_the_faster_kernel(monkeypatch):
 
 
 @pytest.mark.parametrize("runtime, precision", [("trt", "fp32"), ("ort", "bf16"), ("ort", "int4")])
-def test_matmul_peak_refuses_what_it_cannot_measure(runtime, precision):
-    with pytest.raises(UserError, match="no matmul peak"):
-        matmul_peak_gflops(runtime, precision, n=16)
+def test_peak_refuses_what_it_cannot_measure(runtime, precision):
+    with pytest.raises(UserError, match="no peak"):
+        peak_gflops(runtime, precision, n=16)
 
 
 def test_each_precision_meets_the_peak_it_computes_in():

@@ -104,10 +104,10 @@ def peak_gflops(runtime: str, precision: str = "fp32", kernel: str = "matmul", n
     from .latency import measure_interleaved
 
     if runtime not in RUNTIMES:
-        raise UserError(f"no matmul peak for runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+        raise UserError(f"no peak for runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
     compute = COMPUTE.get(precision)
     if compute is None or (runtime == "ort" and compute == "bf16"):
-        raise UserError(f"no matmul peak for {runtime} at {precision!r}")
+        raise UserError(f"no peak for {runtime} at {precision!r}")
     threads = threads or _physical_cores()
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory(prefix="wae-peak-") as tmp:
@@ -142,11 +142,6 @@ def peak_gflops(runtime: str, precision: str = "fp32", kernel: str = "matmul", n
         stats = measure_interleaved({"kernel": fn}, warmup_iters=2, warmup_s=0.0, min_iters=min_iters,
                                     min_time_s=min_time_s, max_time_s=max(30.0, min_time_s))["kernel"]
     return flop / (stats.min_ms / 1e3) / 1e9
-
-
-def matmul_peak_gflops(runtime: str, precision: str = "fp32", n: int = MATMUL_N, threads: int | None = None,
-                       min_time_s: float = 1.0, min_iters: int = 5) -> float:
-    return peak_gflops(runtime, precision, "matmul", n, threads, min_time_s, min_iters)
 
 
 def measure_peaks(runtime: str, precisions, threads: int | None = None) -> dict:
