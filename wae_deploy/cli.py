@@ -354,7 +354,7 @@ def doctor(targets, as_json):
               help="Do not score INT8 against FP32 (unlabelled calibration data); the manifest says so.")
 @click.option("--eval", "eval_dir", type=click.Path(),
               help="Held-out labelled images for the guard [default: calibration photos not in the sample].")
-@click.option("--eval-size", default=5000, show_default=True, help="Held-out photos the guard scores on.")
+@click.option("--eval-size", type=click.IntRange(1), help="Held-out photos the guard scores on [default: 5000].")
 @click.option("--keep-float", multiple=True,
               help="Part (encoder-first, encoder, high, fusion) or node pattern kept in float.")
 @click.option("--cpu", "cpu_class", help="CPU class the INT8 build is for: avx2, avx512, avx512-vnni, avx-vnni "
@@ -370,8 +370,9 @@ def build(model, target_name, precision, calib, calib_size, max_accuracy_drop, n
     from .build import build as run
 
     art = run(model, target_name, precision, out, calib_dir=calib, calib_size=calib_size,
-              max_accuracy_drop=max_accuracy_drop, eval_dir=eval_dir, eval_size=eval_size,
-              keep_float=tuple(keep_float), cpu=cpu_class, accuracy_guard=not no_accuracy_guard, log=click.echo)
+              max_accuracy_drop=max_accuracy_drop, eval_dir=eval_dir, keep_float=tuple(keep_float), cpu=cpu_class,
+              accuracy_guard=not no_accuracy_guard, log=click.echo,
+              **({"eval_size": eval_size} if eval_size else {}))  # the default is build.EVAL_SIZE's
     seconds = art.manifest["build_seconds"]
     click.echo(f"wrote {art.path} ({art.target} {art.precision}"
                + (f", {seconds:.1f} s)" if seconds is not None else ")"))
