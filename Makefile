@@ -25,7 +25,7 @@ TRAIN_NETTE = $(BIN)/wae-deploy train --epochs $(NETTE_EPOCHS) --batch-size 64 -
           $(if $(THREADS),--threads $(THREADS)) $(if $(wildcard $@.train-state.pt),--resume)
 SPLIT_NETTE = --lr 0.0167 --wae-epochs 1 --wae-lr 3e-4 --joint-epochs 4
 KD_NETTE    = --teacher models/vgg16-imagenette.pt
-TABLE  = $(BIN)/python -m wae_deploy.reference_table models > models/README.md.tmp && mv models/README.md.tmp models/README.md
+TABLE  = $(BIN)/python -m wae_deploy.training.reference_table models > models/README.md.tmp && mv models/README.md.tmp models/README.md
 
 .PHONY: install test demo train-reference train-imagenette train-imagenette-recipes bench gpu-check lint mutation clean
 .DELETE_ON_ERROR:
@@ -117,15 +117,16 @@ gpu-check:
 # verification, atomic writes, the bench's latency, results and gate), each mutant against the fast
 # tests written for it ([tool.mutmut] in pyproject.toml). Not part of `make test`: about 25 minutes
 # on 2 cores. Score and survivors: benchmarks/mutation.json, reasons in benchmarks/mutation.md.
-MUTATE := 'wae_deploy.metrics.*' 'wae_deploy.build.x_build__*' 'wae_deploy.export.x_parity__*' \
-          'wae_deploy.export.x__passes__*' 'wae_deploy.export.x_verified__*' 'wae_deploy.atomic.*' \
-          'wae_deploy.bench.latency.*' 'wae_deploy.bench.results.*' 'wae_deploy.bench.gate.*'
+MUTATE := 'wae_deploy.runtime.metrics.*' 'wae_deploy.convert.build.x_build__*' 'wae_deploy.training.export.x_parity__*' \
+          'wae_deploy.training.export.x__passes__*' 'wae_deploy.training.export.x_verified__*' 'wae_deploy.core.atomic.*' \
+          'wae_deploy.runtime.latency.*' 'wae_deploy.benchmark.results.*' 'wae_deploy.benchmark.gate.*'
 mutation: $(STAMP)
 	env -u PYTHONPATH $(BIN)/mutmut run $(MUTATE)
 	$(BIN)/python benchmarks/mutation_score.py $(MUTATE) > benchmarks/mutation.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check wae_deploy tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info mutants

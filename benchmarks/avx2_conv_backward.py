@@ -12,7 +12,7 @@ The child runs F.conv2d(x, w, stride=2) with x N x C_in x H x W in channels-last
 x 1 x 1, backpropagates into w (the weight gradient alone is enough), --reps times, and compares the
 weight gradient with PyTorch's native kernel (mkldnn disabled) on the same inputs. --format route:
 channels-last tensors into an nn.Conv2d made channels-last and then passed through
-wae_deploy.train.nchw_convolutions, as train() does on AVX2-only CPUs (needs wae_deploy importable).
+wae_deploy.training.train.nchw_convolutions, as train() does on AVX2-only CPUs (needs wae_deploy importable).
 
 Found on an AVX2-only AMD EPYC (2 cores, no AVX-512) with torch 2.13.0+cpu (oneDNN v3.12.0):
 kernel jit_1x1:avx2 backward_weights, C_in 3, 4 or 6 (not 8, 12, 16, 32), stride 2, channels-last,
@@ -31,9 +31,9 @@ import time
 
 
 def _host() -> dict:
-    """The CPU the cases ran on: model and class (wae_deploy.machine, standard library only)."""
+    """The CPU the cases ran on: model and class (wae_deploy.runtime.machine, standard library only)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from wae_deploy import machine
+    from wae_deploy.runtime import machine
 
     info = machine.parse_cpuinfo(machine.read(machine.LIVE, "proc/cpuinfo"))
     return {"cpu_model": info["model"], "cpu_class": machine.cpu_class(info["flags"])}
@@ -47,7 +47,7 @@ torch.backends.mkldnn.enabled = mkldnn
 torch.manual_seed(0)
 mf = torch.contiguous_format if fmt == "nchw" else torch.channels_last
 if fmt == "route":
-    from wae_deploy.train import nchw_convolutions
+    from wae_deploy.training.train import nchw_convolutions
     conv = torch.nn.Conv2d(cin, cout, 1, stride, bias=False).to(memory_format=mf)
     nchw_convolutions(conv)
 worst = 0.0
@@ -99,7 +99,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=60, help="seconds per case before it counts as a hang")
     ap.add_argument("--no-mkldnn", action="store_true", help="torch.backends.mkldnn.enabled = False")
     ap.add_argument("--format", choices=("cl", "nchw", "route"), default="cl",
-                    help="route: channels-last through wae_deploy.train.nchw_convolutions")
+                    help="route: channels-last through wae_deploy.training.train.nchw_convolutions")
     ap.add_argument("--scan", action="store_true", help="C_in, stride, batch and size around the failing case")
     ap.add_argument("--json", help="write the cases and results here")
     a = ap.parse_args()

@@ -3,7 +3,7 @@
     taskset -c 1 .venv/bin/python benchmarks/avx2_train_cost.py   -> benchmarks/avx2-train-cost.json
 
 One thread. A training step as train() takes it (batch 128, SGD with momentum) on random CIFAR-sized
-images, in alternating rounds of these routes (wae_deploy.train.onednn_training):
+images, in alternating rounds of these routes (wae_deploy.training.train.onednn_training):
   onednn    oneDNN, channels-last (torch's default; the broken kernel where the model has it)
   nchw      oneDNN, channels-last, but the 1x1 stride-2 convolutions with input channels not a
             multiple of 8 in NCHW (train.nchw_convolutions: what train() does on AVX2-only CPUs)
@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from wae_deploy.machine import cpu_class, cpu_features, cpu_flags, parse_cpuinfo, read
-from wae_deploy.models import create_model
-from wae_deploy.models.wae import init_haar, wae_loss
-from wae_deploy.train import nchw_convolutions
+from wae_deploy.runtime.machine import cpu_class, cpu_features, cpu_flags, parse_cpuinfo, read
+from wae_deploy.training.models import create_model
+from wae_deploy.training.models.wae import init_haar, wae_loss
+from wae_deploy.training.train import nchw_convolutions
 
 BATCH, STEPS, ROUNDS = 128, 6, 4
 

@@ -55,7 +55,7 @@ def main() -> None:
                            "-o", str(out)], runs)
             build[f"{name} {target} int8"] = row(times, build_goal)
             print("build", name, target, build[f"{name} {target} int8"], flush=True)
-    from wae_deploy.bench.environment import fingerprint
+    from wae_deploy.benchmark.environment import fingerprint
 
     (ROOT / "benchmarks/command-speed.json").write_text(json.dumps(
         {"what": "wall time of `wae-deploy export CKPT -o OUT` (process start, export, onnxslim, ONNX Runtime "

@@ -28,7 +28,7 @@ SETTINGS = {"alone_batch_128": (1, 128), "alone_batch_64": (1, 64), "two_at_once
 def worker(steps: int, batch: int, barrier, out) -> None:
     import torch
     torch.set_num_threads(1)
-    from wae_deploy.models import create_model
+    from wae_deploy.training.models import create_model
     model = create_model("resnet20", num_classes=10, input_size=32).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)

@@ -22,12 +22,12 @@ import time
 import torch
 import torch.multiprocessing as mp
 
-from wae_deploy.data import default_data_root
-from wae_deploy.train import TrainConfig, train
+from wae_deploy.runtime.data import default_data_root
+from wae_deploy.training.train import TrainConfig, train
 
 if os.environ.get("FP64"):
     torch.set_default_dtype(torch.float64)
-    from wae_deploy import train as _train_module
+    from wae_deploy.training import train as _train_module
     _normalize = _train_module.Normalizer.__call__
     _train_module.Normalizer.__call__ = lambda self, b: _normalize(self, b).double()
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wae_deploy import checkpoint
+from wae_deploy.training import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "ddp-throughput.json"

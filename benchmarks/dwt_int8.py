@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from wae_deploy import onnx_meta
-from wae_deploy.build import calibration_set
-from wae_deploy.data import default_data_root, load_split
-from wae_deploy.export import export
-from wae_deploy.metrics import evaluate_runner
-from wae_deploy.models.wae import DWT97
-from wae_deploy.targets import get_target
+from wae_deploy.convert.build import calibration_set
+from wae_deploy.convert.targets import get_target
+from wae_deploy.runtime import onnx_meta
+from wae_deploy.runtime.data import default_data_root, load_split
+from wae_deploy.runtime.metrics import evaluate_runner
+from wae_deploy.training.export import export
+from wae_deploy.training.models.wae import DWT97
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDS = [("fp32", "fp32", ()), ("int8", "int8", ()), ("int8, wavelet in float", "int8", ("encoder",))]

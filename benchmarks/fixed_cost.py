@@ -25,9 +25,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from wae_deploy.bench.environment import fingerprint
-from wae_deploy.bench.latency import measure_interleaved
-from wae_deploy.export import export
+from wae_deploy.benchmark.environment import fingerprint
+from wae_deploy.runtime.latency import measure_interleaved
+from wae_deploy.training.export import export
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"cifar10": ("models/wae-resnet20.pt", "models/resnet20.pt"),
@@ -65,7 +65,7 @@ def fuse_encoder_heads(model: onnx.ModelProto) -> onnx.ModelProto:
 def ort_session(path, level: str, threads: int):
     import onnxruntime as ort
 
-    from wae_deploy.targets.onnxruntime import session_options
+    from wae_deploy.convert.targets.onnxruntime import session_options
 
     opts = session_options(threads)
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{level.upper()}")

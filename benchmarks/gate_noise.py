@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wae_deploy.bench import gate
+from wae_deploy.benchmark import gate
 
 ROOT = Path(__file__).resolve().parent.parent
 

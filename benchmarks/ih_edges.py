@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from wae_deploy import checkpoint
-from wae_deploy.data import default_data_root, load_split
-from wae_deploy.models import create_model, default_preprocessing
-from wae_deploy.models.wae import decomposition_stats, edge_correlation, init_haar
+from wae_deploy.runtime.data import default_data_root, load_split
+from wae_deploy.training import checkpoint
+from wae_deploy.training.models import create_model, default_preprocessing
+from wae_deploy.training.models.wae import decomposition_stats, edge_correlation, init_haar
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from ih_edges import measure as edges
 
-from wae_deploy import checkpoint
-from wae_deploy.data import default_data_root, load_split
-from wae_deploy.train import evaluate
+from wae_deploy.runtime.data import default_data_root, load_split
+from wae_deploy.training import checkpoint
+from wae_deploy.training.train import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,12 +12,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from wae_deploy import onnx_meta
-from wae_deploy.build import build
-from wae_deploy.data import default_data_root, load_split
-from wae_deploy.export import export
-from wae_deploy.metrics import evaluate_runner
-from wae_deploy.targets import get_target
+from wae_deploy.convert.build import build
+from wae_deploy.convert.targets import get_target
+from wae_deploy.runtime import onnx_meta
+from wae_deploy.runtime.data import default_data_root, load_split
+from wae_deploy.runtime.metrics import evaluate_runner
+from wae_deploy.training.export import export
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def main() -> None:
                                         "build_seconds": manifest.get("accuracy_bound", {}).get("seconds")}
             print(target, name, rows[f"{target} {name}"], flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    from wae_deploy.bench.environment import fingerprint
+    from wae_deploy.benchmark.environment import fingerprint
 
     (ROOT / "benchmarks/int8-accuracy.json").write_text(json.dumps(
         {"what": "top-1 of models/wae-resnet20.pt on the 10,000 CIFAR-10 test images, FP32 and INT8 by policy "

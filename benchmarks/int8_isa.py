@@ -17,14 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from wae_deploy import machine, onnx_meta
-from wae_deploy.bench.environment import fingerprint
-from wae_deploy.bench.latency import measure_interleaved
-from wae_deploy.build import calibration_set
-from wae_deploy.data import default_data_root, load_split
-from wae_deploy.export import export
-from wae_deploy.metrics import evaluate_runner
-from wae_deploy.targets import get_target
+from wae_deploy.benchmark.environment import fingerprint
+from wae_deploy.convert.build import calibration_set
+from wae_deploy.convert.targets import get_target
+from wae_deploy.runtime import machine, onnx_meta
+from wae_deploy.runtime.data import default_data_root, load_split
+from wae_deploy.runtime.latency import measure_interleaved
+from wae_deploy.runtime.metrics import evaluate_runner
+from wae_deploy.training.export import export
 
 ROOT = Path(__file__).resolve().parent.parent
 # name -> (overflow fix, parts kept in float)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from wae_deploy import checkpoint
-from wae_deploy.bench.environment import fingerprint
-from wae_deploy.bench.latency import measure_interleaved
-from wae_deploy.build import build
-from wae_deploy.export import export
-from wae_deploy.targets import get_target
+from wae_deploy.benchmark.environment import fingerprint
+from wae_deploy.convert.build import build
+from wae_deploy.convert.targets import get_target
+from wae_deploy.runtime.latency import measure_interleaved
+from wae_deploy.training import checkpoint
+from wae_deploy.training.export import export
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"fp32": ("fp32", ()), "int8": ("int8", ()), "int8 (encoder float)": ("int8", ("encoder",)),

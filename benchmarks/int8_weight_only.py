@@ -21,15 +21,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from wae_deploy import checkpoint, onnx_meta
-from wae_deploy.bench.environment import fingerprint
-from wae_deploy.bench.latency import measure_interleaved
-from wae_deploy.build import calibration_set
-from wae_deploy.export import export
-from wae_deploy.profile import profile
-from wae_deploy.quantize import quantize
-from wae_deploy.targets import get_target
-from wae_deploy.targets.onnxruntime import executed_precisions, repair_weight_only
+from wae_deploy.benchmark.environment import fingerprint
+from wae_deploy.convert.build import calibration_set
+from wae_deploy.convert.quantize import quantize
+from wae_deploy.convert.targets import get_target
+from wae_deploy.convert.targets.onnxruntime import executed_precisions, repair_weight_only
+from wae_deploy.runtime import onnx_meta
+from wae_deploy.runtime.latency import measure_interleaved
+from wae_deploy.runtime.layer_profile import profile
+from wae_deploy.training import checkpoint
+from wae_deploy.training.export import export
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +60,7 @@ def main() -> None:
     choices = json.loads((work / "choices.json").read_text())
     paths = {"fp32": src, "int8 before": before, "int8 after": after}
     ort = get_target("ort")
-    from wae_deploy.targets.onnxruntime import OnnxRuntimeRunner
+    from wae_deploy.convert.targets.onnxruntime import OnnxRuntimeRunner
 
     runners = {k: OnnxRuntimeRunner(p, None) for k, p in paths.items()}
     out = {"what": "WAE-VGG16 (untrained, 224 px) on ONNX Runtime: FP32, NNCF INT8 as it comes, and the same INT8 "

@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--note", default="")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from wae_deploy import machine  # machine.py imports nothing beyond the standard library
+    from wae_deploy.runtime import machine  # machine.py imports nothing beyond the standard library
 
     info = machine.parse_cpuinfo(machine.read(machine.LIVE, "proc/cpuinfo"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

@@ -1,4 +1,4 @@
-"""The streaming reader (wae_deploy/stream.py): photos per second per worker, and memory on 50k files.
+"""The streaming reader (wae_deploy/training/stream.py): photos per second per worker, and memory on 50k files.
 
     .venv/bin/python benchmarks/stream_reader.py rate     -> benchmarks/stream-reader.json ("rate")
     .venv/bin/python benchmarks/stream_reader.py memory   -> benchmarks/stream-reader.json ("memory")
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wae_deploy import stream
-from wae_deploy.data import default_data_root
-from wae_deploy.preprocess import IMAGENETTE
+from wae_deploy.runtime.data import default_data_root
+from wae_deploy.runtime.preprocess import IMAGENETTE
+from wae_deploy.training import stream
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "stream-reader.json"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from wae_deploy.bench.environment import fingerprint
-from wae_deploy.train import TrainConfig, train
+from wae_deploy.benchmark.environment import fingerprint
+from wae_deploy.training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"resnet20": {}, "resnet20-resized": {}, "resnet20-dwt": {}, "wae-resnet20": {"wae_epochs": 3}}

@@ -15,8 +15,8 @@ import torch
 from hypothesis import settings
 from seeds import FAULT_SEED, FUZZ_SEED, IN_CI
 
-from wae_deploy.data import ImageSet, default_data_root, load_split
-from wae_deploy.preprocess import CIFAR
+from wae_deploy.runtime.data import ImageSet, default_data_root, load_split
+from wae_deploy.runtime.preprocess import CIFAR
 
 # CI: the same hypothesis examples on every run (they depend only on the test), so a red CI is
 # never a roll of the dice; elsewhere they come from WAE_FUZZ_SEED (tests/seeds.py).
@@ -90,12 +90,12 @@ def _split_memo(cifar_train, cifar_test, data_root):
 
 @pytest.fixture(scope="module")
 def fast_load_split(_split_memo):
-    """Make wae_deploy.train reuse the session's decoded splits instead of reloading them per call.
+    """Make wae_deploy.training.train reuse the session's decoded splits instead of reloading them per call.
 
     Only CIFAR splits of the default root are served from memory; anything else goes to the
     real load_split. train() never writes into the arrays it gets, so sharing them is safe.
     """
-    import wae_deploy.train as train_mod
+    import wae_deploy.training.train as train_mod
 
     real = train_mod.load_split
 
@@ -137,8 +137,8 @@ def tiny_onnx(tmp_path_factory):
 
 def described(model: onnx.ModelProto) -> onnx.ModelProto:
     """The wae_deploy metadata export writes: an artifact carries its preprocessing and class names."""
-    from wae_deploy import onnx_meta
-    from wae_deploy.preprocess import Preprocessing
+    from wae_deploy.runtime import onnx_meta
+    from wae_deploy.runtime.preprocess import Preprocessing
 
     spec = Preprocessing(resize=16, crop=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     onnx_meta.write(model, onnx_meta.ModelInfo(arch="tiny", classes=[str(i) for i in range(10)], preprocessing=spec,

@@ -76,7 +76,7 @@ def write_images(folder: Path, classes: int = 2, per_class: int = 2, size: int =
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A real WAE-ResNet20 checkpoint, trained for two batches (a few seconds)."""
-    from wae_deploy.train import TrainConfig, train
+    from wae_deploy.training.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tiny") / "w.pt"
     train(TrainConfig(arch="wae-resnet20", out=str(out), epochs=1, wae_epochs=1, joint_epochs=0,
@@ -87,7 +87,7 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_ckpt) -> Path:
     """tiny_ckpt exported (with parity checked on 16 real images)."""
-    from wae_deploy.export import export
+    from wae_deploy.training.export import export
 
     out = tiny_ckpt.with_suffix(".onnx")
     export(tiny_ckpt, out, verify=16, log=lambda *a, **k: None)

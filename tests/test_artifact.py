@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from wae_deploy import artifact
-from wae_deploy.errors import UserError
-from wae_deploy.onnx_meta import ModelInfo
-from wae_deploy.preprocess import CIFAR
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime import artifact
+from wae_deploy.runtime.onnx_meta import ModelInfo
+from wae_deploy.runtime.preprocess import CIFAR
 
 INFO = ModelInfo(arch="wae-resnet20", classes=["a", "b"], preprocessing=CIFAR, config={}, checkpoint_sha256="",
                  version="test", extra={})

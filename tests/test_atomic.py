@@ -1,4 +1,4 @@
-"""Atomic output (wae_deploy/atomic.py): a reader sees the old file or folder, or the new one, never
+"""Atomic output (wae_deploy/core/atomic.py): a reader sees the old file or folder, or the new one, never
 part of one; and a process killed in the middle of a write leaves the old one or nothing.
 
 The kill tests stop a child process *during* the write: the child writes in chunks (files) or
@@ -23,7 +23,7 @@ import pytest
 from file_proxy import FileProxy
 from seeds import FAULT_SEED
 
-from wae_deploy import atomic
+from wae_deploy.core import atomic
 
 HIDDEN_PARTIAL = re.compile(r"^\.(?P<name>.+)\.[^.]+\.partial$")
 HIDDEN_OLD = re.compile(r"^\..+\.old$")
@@ -99,7 +99,7 @@ def test_failed_block_leaves_the_old_folder_and_no_temporary(tmp_path):
 CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from wae_deploy import atomic
+    from wae_deploy.core import atomic
 
     mode, final, stop = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 

@@ -25,8 +25,8 @@ import pytest
 from fixtures_small import REPO, assert_clean_error, cli_env
 
 import wae_deploy as wd
-from wae_deploy import onnx_meta
-from wae_deploy.bench.suite import BenchConfig, run
+from wae_deploy.benchmark.suite import BenchConfig, run
+from wae_deploy.runtime import onnx_meta
 
 RESNET20_MACS = 40_813_184
 WAE_RESNET20_MACS = 16_272_256

@@ -3,8 +3,8 @@
 import json
 import sys
 
-from wae_deploy import machine
-from wae_deploy.bench import environment as E
+from wae_deploy.benchmark import environment as E
+from wae_deploy.runtime import machine
 
 TEGRA_ORIN = ("11-25-2024 10:00:00 RAM 2874/62841MB (lfb 13758x4MB) SWAP 0/31421MB (cached 0MB) "
               "CPU [10%@2201,5%@2201,off,off] GR3D_FREQ {load}%@[{mhz},{mhz}] cpu@{t}C soc2@41.093C "
@@ -31,7 +31,7 @@ def test_fingerprint_does_not_import_runtimes():
     # a fresh interpreter: the fingerprint itself must not pay for torch or TensorRT
     import subprocess
 
-    code = ("import sys; from wae_deploy.bench.environment import fingerprint; fingerprint(); "
+    code = ("import sys; from wae_deploy.benchmark.environment import fingerprint; fingerprint(); "
             "print(sorted(m for m in ('torch', 'onnxruntime', 'openvino', 'tensorrt', 'nncf') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -4,9 +4,9 @@ import copy
 
 import pytest
 
-from wae_deploy.bench import gate as G
-from wae_deploy.bench import results as R
-from wae_deploy.bench.environment import fingerprint
+from wae_deploy.benchmark import gate as G
+from wae_deploy.benchmark import results as R
+from wae_deploy.benchmark.environment import fingerprint
 
 
 def _entry(model, precision, median, cv=0.02, top1=84.0, n=10000, baseline=None):

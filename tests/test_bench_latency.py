@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from wae_deploy.bench.latency import (
+from wae_deploy.runtime.latency import (
     measure_interleaved,
     order_effect,
     ratio_ci,
@@ -145,7 +145,7 @@ class FakeClock:
 
 @pytest.fixture
 def clock(monkeypatch):
-    import wae_deploy.bench.latency as latency
+    import wae_deploy.runtime.latency as latency
 
     fake = FakeClock()
     monkeypatch.setattr(latency, "time", fake)

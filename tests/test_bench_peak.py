@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from wae_deploy.bench import peak as peak_module
-from wae_deploy.bench.peak import COMPUTE, conv_onnx, matmul_onnx, peak_for, peak_gflops
-from wae_deploy.errors import UserError
+from wae_deploy.benchmark import peak as peak_module
+from wae_deploy.benchmark.peak import COMPUTE, conv_onnx, matmul_onnx, peak_for, peak_gflops
+from wae_deploy.core.errors import UserError
 
 
 @pytest.mark.parametrize("int8", [False, True])

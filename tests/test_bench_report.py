@@ -6,10 +6,10 @@ import xml.etree.ElementTree as ET
 import pytest
 from rich.console import Console
 
-from wae_deploy.bench import gate as G
-from wae_deploy.bench import report
-from wae_deploy.bench import results as R
-from wae_deploy.bench.latency import summarize
+from wae_deploy.benchmark import gate as G
+from wae_deploy.benchmark import report
+from wae_deploy.benchmark import results as R
+from wae_deploy.runtime.latency import summarize
 
 
 def _results(accuracy=True):

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from wae_deploy.bench import results as R
-from wae_deploy.bench.latency import summarize
-from wae_deploy.errors import UserError
+from wae_deploy.benchmark import results as R
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime.latency import summarize
 
 
 def _results():

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wae_deploy.bench import results as R
-from wae_deploy.bench import sources
-from wae_deploy.bench.peak import COMPUTE
-from wae_deploy.bench.suite import BenchConfig, run
+from wae_deploy.benchmark import results as R
+from wae_deploy.benchmark import sources
+from wae_deploy.benchmark.peak import COMPUTE
+from wae_deploy.benchmark.suite import BenchConfig, run
 from wae_deploy.cli import main
-from wae_deploy.train import TrainConfig, train
+from wae_deploy.training.train import TrainConfig, train
 
 BATCHES = [1, 2]
 EVAL = 200
@@ -98,8 +98,8 @@ def test_accuracy_is_each_checkpoints_own_top1_on_the_eval_sample(first, ckpts, 
     import numpy as np
     import torch
 
-    from wae_deploy import checkpoint
-    from wae_deploy.preprocess import CIFAR
+    from wae_deploy.runtime.preprocess import CIFAR
+    from wae_deploy.training import checkpoint
 
     data = cifar_test.sample(EVAL, seed=1)
     for key in ("wae", "plain"):
@@ -161,7 +161,7 @@ def test_second_run_reuses_exports_and_artifacts(first, ckpts, workdir, monkeypa
         raise AssertionError("rebuilt although the artifact was up to date")
 
     monkeypatch.setattr(sources, "build", refuse)
-    monkeypatch.setattr("wae_deploy.export.export", refuse)
+    monkeypatch.setattr("wae_deploy.training.export.export", refuse)
     lines = []
     again = run(config(ckpts, workdir), log=lines.append)
     assert not any(line.startswith(("building", "exporting")) for line in lines), lines

@@ -17,12 +17,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import wae_deploy.build as build_module
-from wae_deploy import artifact, atomic, onnx_meta
-from wae_deploy.data import ImageSet
-from wae_deploy.errors import UserError
-from wae_deploy.preprocess import Preprocessing
-from wae_deploy.targets.base import Runner, Target
+import wae_deploy.convert.build as build_module
+from wae_deploy.convert.targets.base import Target
+from wae_deploy.core import atomic
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime import artifact, onnx_meta
+from wae_deploy.runtime.backends.base import Runner
+from wae_deploy.runtime.data import ImageSet
+from wae_deploy.runtime.preprocess import Preprocessing
 
 N = 200
 SPEC = Preprocessing(resize=2, crop=2, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))

@@ -19,10 +19,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from wae_deploy import caffe, checkpoint, weights
 from wae_deploy.cli import main
-from wae_deploy.errors import UserError
-from wae_deploy.export import export
+from wae_deploy.core.errors import UserError
+from wae_deploy.training import caffe, checkpoint, weights
+from wae_deploy.training.export import export
 
 CROP, CLASSES = 64, 10
 STAGES = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
@@ -263,7 +263,7 @@ def test_converted_release_matches_the_numpy_forward_pass(release, legacy, tmp_p
 
 def test_full_size_release_has_the_papers_shapes():
     """At the release's 224 crop: pool5 is 4x4, so fc6_CA reads 8192 and fc6_fusion 10240."""
-    from wae_deploy.models import create_model
+    from wae_deploy.training.models import create_model
 
     with torch.device("meta"):
         model = create_model("wae-vgg16-authors")

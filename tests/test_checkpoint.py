@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from wae_deploy import __version__, checkpoint
-from wae_deploy.data import CIFAR10_CLASSES
-from wae_deploy.errors import UserError
-from wae_deploy.models import create_model, list_archs
-from wae_deploy.preprocess import CIFAR
+from wae_deploy import __version__
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime.data import CIFAR10_CLASSES
+from wae_deploy.runtime.preprocess import CIFAR
+from wae_deploy.training import checkpoint
+from wae_deploy.training.models import create_model, list_archs
 
 CIFAR_ARCHS = [a for a in list_archs() if "resnet20" in a]
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from fixtures_small import assert_clean_error, run_cli
 
-from wae_deploy import artifact, doctor, machine, predict
-from wae_deploy.build import build
-from wae_deploy.data import ImageSet
-from wae_deploy.quantize import RECIPES, UNKNOWN, int8_plan
+from wae_deploy.convert.build import build
+from wae_deploy.convert.quantize import RECIPES, UNKNOWN, int8_plan
+from wae_deploy.runtime import artifact, doctor, machine, predict
+from wae_deploy.runtime.data import ImageSet
 
 RECORDED = sorted((Path(__file__).parent / "data" / "cpuinfo").glob("*.txt"))
 
@@ -148,7 +148,7 @@ def test_doctor_says_inexact_for_int8_without_vnni(tmp_path):
 
 
 def test_bench_records_an_artifact_scored_on_another_class(tmp_path, tiny_onnx):
-    from wae_deploy.bench.suite import BenchConfig, run
+    from wae_deploy.benchmark.suite import BenchConfig, run
 
     other = "amx" if machine.host_cpu_class() != "amx" else "avx2"
     path = _int8_artifact(tmp_path, tiny_onnx, other)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fixtures_small import assert_clean_error, cli_command, cli_env, listing, run_cli, write_images
 
-from wae_deploy import checkpoint
+from wae_deploy.training import checkpoint
 
 # One step per epoch, so each epoch's train_loss is one step's loss. Two steps only: from the third on,
 # this training amplifies rounding differences ~30-fold a step, and one process on 2 threads drifts

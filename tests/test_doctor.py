@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from wae_deploy import doctor, machine, targets
 from wae_deploy.cli import main
-from wae_deploy.doctor import (
+from wae_deploy.convert import targets
+from wae_deploy.runtime import doctor, machine
+from wae_deploy.runtime.doctor import (
     TargetState,
     cpu_info,
     diagnose,
@@ -98,7 +99,7 @@ def test_unknown_target_is_one_line_exit_2(bad):
 
 @pytest.mark.parametrize("error", [ImportError("no module"), AttributeError("no class"), RuntimeError("boom")])
 def test_broken_target_module_never_crashes(monkeypatch, error):
-    import wae_deploy.targets as targets
+    import wae_deploy.convert.targets as targets
 
     def broken(name):
         raise error
@@ -114,7 +115,7 @@ def test_broken_target_module_never_crashes(monkeypatch, error):
 
 
 def test_broken_available_never_crashes(monkeypatch):
-    import wae_deploy.targets as targets
+    import wae_deploy.convert.targets as targets
 
     class Weird:
         precisions = ("fp32",)

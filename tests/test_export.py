@@ -17,12 +17,14 @@ import torch
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from wae_deploy import __version__, checkpoint, onnx_meta
-from wae_deploy import export as export_mod
+from wae_deploy import __version__
 from wae_deploy.cli import main
-from wae_deploy.export import MAX_ABS_DIFF, export, graph_hash
-from wae_deploy.preprocess import CIFAR
-from wae_deploy.train import TrainConfig, train
+from wae_deploy.runtime import onnx_meta
+from wae_deploy.runtime.preprocess import CIFAR
+from wae_deploy.training import checkpoint
+from wae_deploy.training import export as export_mod
+from wae_deploy.training.export import MAX_ABS_DIFF, export, graph_hash
+from wae_deploy.training.train import TrainConfig, train
 
 ARCHS = {"wae": "wae-resnet20", "plain": "resnet20"}
 

@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from fixtures_small import assert_clean_error, tiny_ckpt  # noqa: F401 - session fixture
 from onnx import helper, numpy_helper
 
-from wae_deploy import export as export_mod
 from wae_deploy.cli import main
-from wae_deploy.errors import UserError
-from wae_deploy.export import _passes, export, parity, verified
+from wae_deploy.core.errors import UserError
+from wae_deploy.training import export as export_mod
+from wae_deploy.training.export import _passes, export, parity, verified
 
 TOLERANCE = 1e-4  # max |logit difference| the README promises between the ONNX graph and PyTorch
 

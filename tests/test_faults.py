@@ -29,12 +29,13 @@ from click.testing import CliRunner
 from fixtures_small import assert_clean_error, cli_command, cli_env, listing, run_cli, tiny_ckpt, tiny_onnx  # noqa: F401
 from seeds import FAULT_SEED as SEED
 
-from wae_deploy import atomic, onnx_meta
-from wae_deploy import data as data_mod
 from wae_deploy.cli import main
-from wae_deploy.errors import UserError
-from wae_deploy.preprocess import CIFAR
-from wae_deploy.targets import get_target
+from wae_deploy.convert.targets import get_target
+from wae_deploy.core import atomic
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime import data as data_mod
+from wae_deploy.runtime import onnx_meta
+from wae_deploy.runtime.preprocess import CIFAR
 
 HIDDEN_LEFTOVER = re.compile(r"^\..+\.(partial|old)$")
 
@@ -73,7 +74,8 @@ def check_artifact(path: Path) -> None:
 # artifact folder has its model files but no manifest yet; folder swap: it is complete, not renamed.
 KILL_POINT = textwrap.dedent("""
     import sys, time
-    from wae_deploy import artifact, atomic
+    from wae_deploy.runtime import artifact
+    from wae_deploy.core import atomic
 
     kind, where, chunk, args = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 
@@ -203,7 +205,7 @@ def test_two_builds_of_the_same_artifact_at_once(tiny_onnx, tmp_path):  # noqa: 
 HAMMER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from wae_deploy import atomic
+    from wae_deploy.core import atomic
     final, me = Path(sys.argv[1]), sys.argv[2]
     for i in range(200):  # no pauses: the swaps of the four writers overlap as often as possible
         with atomic.atomic_dir(final) as tmp:
@@ -246,7 +248,7 @@ def test_full_disk_write_bytes(tmp_path, monkeypatch):
 
 
 class _OsWithFullDisk:
-    """The os module as wae_deploy.atomic sees it, with rename failing as on a full disk."""
+    """The os module as wae_deploy.core.atomic sees it, with rename failing as on a full disk."""
 
     def __getattr__(self, name):
         return _enospc if name == "replace" else getattr(os, name)

@@ -1,6 +1,6 @@
 """Fuzz the loaders with truncated, mutated and random bytes (hypothesis, bounded).
 
-The only exception any loader may raise is wae_deploy.errors.UserError (the CLI turns it
+The only exception any loader may raise is wae_deploy.core.errors.UserError (the CLI turns it
 into one line and exit status 2); nothing may hang (each example runs under an alarm).
 Decompression bombs are refused before decoding, within a small memory bound.
 """
@@ -33,11 +33,12 @@ from onnx import TensorProto, helper
 from PIL import Image
 from seeds import FUZZ_SEED, IN_CI
 
-from wae_deploy import checkpoint, onnx_meta
-from wae_deploy import data as data_mod
-from wae_deploy.bench import results as R
-from wae_deploy.errors import UserError
-from wae_deploy.preprocess import CIFAR, IMAGENET, MAX_IMAGE_PIXELS
+from wae_deploy.benchmark import results as R
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime import data as data_mod
+from wae_deploy.runtime import onnx_meta
+from wae_deploy.runtime.preprocess import CIFAR, IMAGENET, MAX_IMAGE_PIXELS
+from wae_deploy.training import checkpoint
 
 # WAE_FUZZ_EXAMPLES=2000 for a deeper hunt than CI needs.
 FUZZ = settings(max_examples=int(os.environ.get("WAE_FUZZ_EXAMPLES", 50)), deadline=None,
@@ -371,8 +372,8 @@ def _real_bomb(path: Path) -> Path:
 
 BOMB_PROBE = textwrap.dedent("""
     import json, resource, sys
-    from wae_deploy.errors import UserError
-    from wae_deploy.preprocess import CIFAR
+    from wae_deploy.core.errors import UserError
+    from wae_deploy.runtime.preprocess import CIFAR
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         CIFAR.load_image(sys.argv[1])

@@ -302,8 +302,8 @@ def test_bad_input(case: Case, tmp_path, tiny_ckpt, tiny_onnx, monkeypatch):  # 
 
 def test_artifact_for_another_runtime_version_is_refused(tiny_onnx, tmp_path):  # noqa: F811
     """An artifact built with another runtime version (or for another target) is never loaded."""
-    from wae_deploy.errors import UserError
-    from wae_deploy.targets import get_target
+    from wae_deploy.convert.targets import get_target
+    from wae_deploy.core.errors import UserError
 
     target = get_target("ort")
     art = tmp_path / "a"

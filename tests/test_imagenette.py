@@ -14,14 +14,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from wae_deploy import checkpoint, imagenette
 from wae_deploy.cli import main
-from wae_deploy.data import default_data_root, load_split
-from wae_deploy.errors import UserError
-from wae_deploy.models import create_model, default_preprocessing, list_archs, parse_arch
-from wae_deploy.models.flops import count
-from wae_deploy.preprocess import IMAGENETTE
-from wae_deploy.train import random_resized_crop
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime import imagenette
+from wae_deploy.runtime.data import default_data_root, load_split
+from wae_deploy.runtime.preprocess import IMAGENETTE
+from wae_deploy.training import checkpoint
+from wae_deploy.training.models import create_model, default_preprocessing, list_archs, parse_arch
+from wae_deploy.training.models.flops import count
+from wae_deploy.training.train import random_resized_crop
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/imagenette-160"
 NETTE = ["vgg16-imagenette", "vgg16-imagenette-resized", "vgg16-imagenette-dwt", "wae-vgg16-imagenette"]

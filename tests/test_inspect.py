@@ -7,10 +7,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from wae_deploy import checkpoint
 from wae_deploy.cli import main
-from wae_deploy.inspect import first_of_each_class, inspect, stretch
-from wae_deploy.models import create_model, default_preprocessing
+from wae_deploy.training import checkpoint
+from wae_deploy.training.inspection import first_of_each_class, inspect, stretch
+from wae_deploy.training.models import create_model, default_preprocessing
 
 CLASSES = ["cat", "dog"]
 
@@ -93,7 +93,7 @@ def test_image_files_and_default_output_name(ckpts, tmp_path, monkeypatch):
 
 
 def test_result_numbers(ckpts, tmp_path):
-    from wae_deploy.models.flops import count
+    from wae_deploy.training.models.flops import count
 
     img = tmp_path / "a.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(img)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wae_deploy.data import ImageSet
-from wae_deploy.metrics import accuracy, evaluate_runner, topk_hits
-from wae_deploy.preprocess import CIFAR
+from wae_deploy.runtime.data import ImageSet
+from wae_deploy.runtime.metrics import accuracy, evaluate_runner, topk_hits
+from wae_deploy.runtime.preprocess import CIFAR
 
 # Five images, seven classes. By hand:
 #   row 0: label 1, highest logit class 1                      -> top-1 hit, top-5 hit

@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wae_deploy.errors import UserError
-from wae_deploy.models import FAMILIES, Decomposed, create_model, default_preprocessing, list_archs, parse_arch
-from wae_deploy.models.assemble import Plain, Resized
-from wae_deploy.models.flops import baseline_of, count, theoretical_speedup
-from wae_deploy.models.wae import (
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime.preprocess import CIFAR, IMAGENET, IMAGENETTE, Preprocessing
+from wae_deploy.training.models import FAMILIES, Decomposed, create_model, default_preprocessing, list_archs, parse_arch
+from wae_deploy.training.models.assemble import Plain, Resized
+from wae_deploy.training.models.flops import baseline_of, count, theoretical_speedup
+from wae_deploy.training.models.wae import (
     DWT97,
     WAEDecoder,
     WAEEncoder,
@@ -22,7 +23,6 @@ from wae_deploy.models.wae import (
     reconstruction_loss,
     wae_loss,
 )
-from wae_deploy.preprocess import CIFAR, IMAGENET, IMAGENETTE, Preprocessing
 
 PAPER_SCALE = [a for a in list_archs() if parse_arch(a)[1].preprocessing == IMAGENET]
 CIFAR_SCALE = [a for a in list_archs() if parse_arch(a)[1].preprocessing == CIFAR]

@@ -17,12 +17,12 @@ from click.testing import CliRunner
 from conftest import described
 from onnx import TensorProto, helper, numpy_helper
 
-from wae_deploy import qdq
 from wae_deploy.cli import main
-from wae_deploy.errors import UserError
-from wae_deploy.profile import cannot_profile, ort_layers, part_of, profile
-from wae_deploy.targets import get_target
-from wae_deploy.targets.onnxruntime import executed_precisions
+from wae_deploy.convert import qdq
+from wae_deploy.convert.targets import get_target
+from wae_deploy.convert.targets.onnxruntime import executed_precisions
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime.layer_profile import cannot_profile, ort_layers, part_of, profile
 
 RNG = np.random.default_rng(0)
 
@@ -224,7 +224,7 @@ def test_quantizing_the_activation_makes_an_int8_layer(tmp_path):
 
 
 def test_bench_profile_on_a_target_that_cannot_says_one_line_and_goes_on():
-    from wae_deploy.bench.suite import _can_profile
+    from wae_deploy.benchmark.suite import _can_profile
 
     lines = []
     assert _can_profile("trt", lines.append) is False

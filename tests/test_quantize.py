@@ -8,10 +8,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from wae_deploy.data import ImageSet
-from wae_deploy.export import export
-from wae_deploy.preprocess import CIFAR
-from wae_deploy.quantize import PARTS, _top1_validator
+from wae_deploy.convert.quantize import PARTS, _top1_validator
+from wae_deploy.runtime.data import ImageSet
+from wae_deploy.runtime.preprocess import CIFAR
+from wae_deploy.training.export import export
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -83,7 +83,7 @@ def _two_convs_one_quantized():
 
 
 def test_float_layers_are_those_without_a_quantized_weight():
-    from wae_deploy.quantize import float_layers
+    from wae_deploy.convert.quantize import float_layers
 
     assert float_layers(_two_convs_one_quantized()) == ["f/Conv"]
 
@@ -93,7 +93,7 @@ def test_accuracy_control_is_reported_from_what_nncf_returned(monkeypatch):
     left in float off the model it returned."""
     import nncf
 
-    from wae_deploy.quantize import quantize_to_bound
+    from wae_deploy.convert.quantize import quantize_to_bound
 
     calls = []
 

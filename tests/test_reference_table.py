@@ -1,6 +1,6 @@
 """models/README.md's goal lines are computed from the rows: each goal flips at its threshold."""
 
-from wae_deploy.reference_table import TABLES, render
+from wae_deploy.training.reference_table import TABLES, render
 
 IMAGENETTE = TABLES[0]
 

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from wae_deploy.bench import results as R
-from wae_deploy.bench.latency import measure_interleaved, ratio_ci, summarize
+from wae_deploy.benchmark import results as R
+from wae_deploy.runtime.latency import measure_interleaved, ratio_ci, summarize
 
 SLOW_MS, FAST_MS = 10.0, 2.0
 

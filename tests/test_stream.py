@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from wae_deploy import stream
 from wae_deploy.cli import main
-from wae_deploy.errors import UserError
-from wae_deploy.preprocess import CIFAR
-from wae_deploy.train import TrainConfig, train
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime.preprocess import CIFAR
+from wae_deploy.training import stream
+from wae_deploy.training.train import TrainConfig, train
 
 WNIDS = ["n01", "n02", "n03"]
 
@@ -101,7 +101,7 @@ def _config(root, out, **kw):
     (True, 10**12, "has no class folders"),
 ])
 def test_training_streams_by_itself_what_memory_cannot_hold(tmp_path, monkeypatch, flat, memory, reason):
-    import wae_deploy.train as train_module
+    import wae_deploy.training.train as train_module
     monkeypatch.setattr(train_module, "memory_bytes", lambda: memory)
     root = imagenet_tree(tmp_path / "d", flat_val=flat)
     logs = []

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from wae_deploy.sync_bn import GlooSyncBatchNorm2d
+from wae_deploy.training.sync_bn import GlooSyncBatchNorm2d
 
 SPLIT = (3, 5)  # uneven slices: the ranks' statistics must be weighted by their counts
 

@@ -23,18 +23,18 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from wae_deploy import checkpoint
-from wae_deploy.artifact import KEYS as ARTIFACT_KEYS
-from wae_deploy.build import _steps, build, calibration_set
 from wae_deploy.cli import main
-from wae_deploy.data import load_split
-from wae_deploy.errors import UserError
-from wae_deploy.export import export
-from wae_deploy.machine import cpu_has, host_cpu_class
-from wae_deploy.preprocess import CIFAR
-from wae_deploy.quantize import PARTS, int8_plan
-from wae_deploy.targets import get_target
-from wae_deploy.targets.openvino import COMPUTE
+from wae_deploy.convert.build import _steps, build, calibration_set
+from wae_deploy.convert.quantize import PARTS, int8_plan
+from wae_deploy.convert.targets import get_target
+from wae_deploy.convert.targets.openvino import COMPUTE
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime.artifact import KEYS as ARTIFACT_KEYS
+from wae_deploy.runtime.data import load_split
+from wae_deploy.runtime.machine import cpu_has, host_cpu_class
+from wae_deploy.runtime.preprocess import CIFAR
+from wae_deploy.training import checkpoint
+from wae_deploy.training.export import export
 
 CALIB = 32
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "wae-resnet20.pt"
@@ -318,7 +318,7 @@ REFERENCE_TOP1, REFERENCE_TOP5 = 80.2, 98.4
                                               ("ort", "int8"), ("openvino", "int8")])
 def test_reference_model_scores_its_recorded_top1_through_every_runtime(artifacts, wae_onnx, cifar_test, tmp_path,
                                                                          target, precision):
-    from wae_deploy.metrics import evaluate_runner
+    from wae_deploy.runtime.metrics import evaluate_runner
 
     data = cifar_test.sample(REFERENCE_SAMPLE["n"], seed=REFERENCE_SAMPLE["seed"])
     path = (build(wae_onnx, "torch", "fp32", tmp_path / "t", log=_quiet) if target == "torch"
@@ -338,7 +338,7 @@ def test_reference_model_scores_its_recorded_top1_through_every_runtime(artifact
 def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path, monkeypatch):
     """Every INT8 step is scored 100 points below its real top-1 (the FP32 reference, scored first,
     is not), so a bound of 0 cannot be met whatever the real drop on 100 images happens to be."""
-    import wae_deploy.build as build_module
+    import wae_deploy.convert.build as build_module
 
     real, calls = build_module.evaluate_runner, []
 

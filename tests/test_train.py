@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from wae_deploy import checkpoint
 from wae_deploy.cli import main
-from wae_deploy.errors import UserError
-from wae_deploy.models import create_model, list_archs
-from wae_deploy.train import TrainConfig, augment, distillation, stages, train
+from wae_deploy.core.errors import UserError
+from wae_deploy.training import checkpoint
+from wae_deploy.training.models import create_model, list_archs
+from wae_deploy.training.train import TrainConfig, augment, distillation, stages, train
 
 # Small enough for seconds on one thread, big enough to learn something.
 CONFIGS = {
@@ -253,8 +253,8 @@ class Watch(Interrupt):
 @pytest.mark.parametrize("cpuinfo, env, route", [(AVX2_EPYC, None, "nchw"), (AVX512, None, "onednn"),
                                                  (AVX2_EPYC, "0", "native")])
 def test_avx2_only_cpu_takes_the_nchw_route(fast_load_split, tmp_path, monkeypatch, cpuinfo, env, route):
-    import wae_deploy.train as train_mod
-    from wae_deploy import machine
+    import wae_deploy.training.train as train_mod
+    from wae_deploy.runtime import machine
 
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc/cpuinfo").write_text(cpuinfo)
@@ -287,7 +287,7 @@ def test_avx2_only_cpu_takes_the_nchw_route(fast_load_split, tmp_path, monkeypat
 
 
 def test_nchw_convolutions_take_only_the_broken_shape():
-    from wae_deploy.train import nchw_affected, nchw_convolutions
+    from wae_deploy.training.train import nchw_affected, nchw_convolutions
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 1, 2, bias=False),
                               torch.nn.Conv2d(8, 16, 1, 2, bias=False), torch.nn.Conv2d(16, 6, 1, bias=False),
@@ -313,7 +313,7 @@ def test_nchw_convolutions_take_only_the_broken_shape():
 
 
 def test_onednn_route_decision():
-    from wae_deploy.train import ONEDNN_ENV, onednn_training
+    from wae_deploy.training.train import ONEDNN_ENV, onednn_training
     avx2 = {"avx", "avx2", "fma"}
     avx512 = avx2 | {"avx512f"}
     route, line = onednn_training(avx2, "x86_64", {})

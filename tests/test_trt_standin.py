@@ -13,9 +13,11 @@ from test_tensorrt import run_ort
 from trt_standin import TIMING_MAGIC, install
 
 from wae_deploy.cli import main
-from wae_deploy.errors import UserError
-from wae_deploy.metrics import evaluate_runner
-from wae_deploy.targets import trt as T
+from wae_deploy.convert.targets.tensorrt import TensorRTTarget
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime.backends.tensorrt import ENGINE
+from wae_deploy.runtime.metrics import evaluate_runner
+from wae_deploy.runtime.onnx_meta import INPUT
 
 VERSIONS = ["10.3.0", "11.1.0"]
 
@@ -31,7 +33,7 @@ def _images(n, seed=0):
 
 @pytest.mark.parametrize("precision,atol", [("fp32", 1e-4), ("fp16", 2e-2)])
 def test_build_load_infer_any_batch(standin, tiny_onnx, tmp_path, precision, atol):
-    target = T.TensorRTTarget(cache_root=tmp_path / "cache")
+    target = TensorRTTarget(cache_root=tmp_path / "cache")
     details = target.build(tiny_onnx, precision, None, tmp_path / "a").manifest["details"]
     assert details["sm_count"] == 16 and details["build_options"]["tf32"] == (precision != "fp32")
     x = _images(100)
@@ -43,8 +45,8 @@ def test_build_load_infer_any_batch(standin, tiny_onnx, tmp_path, precision, ato
 
 
 def test_fp32_engine_is_built_without_tf32(standin, tiny_onnx, tmp_path):
-    T.TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a")
-    plan = (tmp_path / "a" / T.ENGINE).read_bytes()
+    TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a")
+    plan = (tmp_path / "a" / ENGINE).read_bytes()
     assert json.loads(plan[len(b"STANDIN-PLAN"):])["tf32"] is False
 
 
@@ -58,15 +60,15 @@ def test_11_has_no_weak_precision_flags(monkeypatch):
 
 def test_runtime_contract_is_checked(standin, tiny_onnx, tmp_path):
     """set_input_shape is False outside the profile; execution needs every I/O address."""
-    target = T.TensorRTTarget(min_batch=2, opt_batch=2, max_batch=4, cache_root=tmp_path)
+    target = TensorRTTarget(min_batch=2, opt_batch=2, max_batch=4, cache_root=tmp_path)
     target.build(tiny_onnx, "fp32", None, tmp_path / "a")
     x = _images(5)
     with target.load(tmp_path / "a") as runner:
         # 5 = 4 + a tail of 1, below the min batch of 2: padded, and the padding dropped
         np.testing.assert_allclose(runner.infer(x), run_ort(onnx.load(tiny_onnx), x), atol=1e-4)
         ctx = runner._context
-        assert not ctx.set_input_shape(T.INPUT, (5, 3, 16, 16))
-        assert ctx.set_input_shape(T.INPUT, (2, 3, 16, 16))
+        assert not ctx.set_input_shape(INPUT, (5, 3, 16, 16))
+        assert ctx.set_input_shape(INPUT, (2, 3, 16, 16))
         del ctx.addresses["logits"]
         with pytest.raises(RuntimeError, match="execution failed"):
             runner._infer_chunk(x[:2])
@@ -74,9 +76,9 @@ def test_runtime_contract_is_checked(standin, tiny_onnx, tmp_path):
 
 def test_int8_from_a_plain_onnx_with_the_trt_extra(standin, tiny_onnx, tmp_path):
     """nncf (in the trt extra) quantizes the plain ONNX; the Q/DQ engine agrees with ORT on the Q/DQ model."""
-    from wae_deploy import onnx_meta
-    from wae_deploy.data import ImageSet
-    from wae_deploy.preprocess import Preprocessing
+    from wae_deploy.runtime import onnx_meta
+    from wae_deploy.runtime.data import ImageSet
+    from wae_deploy.runtime.preprocess import Preprocessing
 
     model = onnx.load(tiny_onnx)      # a wae-deploy export carries its preprocessing, which NNCF calibrates with
     spec = Preprocessing(resize=16, crop=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -87,7 +89,7 @@ def test_int8_from_a_plain_onnx_with_the_trt_extra(standin, tiny_onnx, tmp_path)
     onnx.save(model, exported)
     calib = ImageSet((np.random.default_rng(1).integers(0, 256, (16, 16, 16, 3))).astype(np.uint8),
                      np.zeros(16, np.int64), [str(i) for i in range(10)])
-    target = T.TensorRTTarget(cache_root=tmp_path)
+    target = TensorRTTarget(cache_root=tmp_path)
     target.build(exported, "int8", calib, tmp_path / "a")
     x = _images(12)
     with target.load(tmp_path / "a") as runner:
@@ -97,7 +99,7 @@ def test_int8_from_a_plain_onnx_with_the_trt_extra(standin, tiny_onnx, tmp_path)
 
 
 def test_corrupt_timing_cache_is_ignored_with_a_warning_and_rebuilt(standin, tiny_onnx, tmp_path):
-    target = T.TensorRTTarget(cache_root=tmp_path)
+    target = TensorRTTarget(cache_root=tmp_path)
     target.build(tiny_onnx, "fp32", None, tmp_path / "a")
     (timing,) = tmp_path.glob("timing-*.cache")
     timing.write_bytes(b"garbage")
@@ -117,17 +119,17 @@ def test_build_runs_on_the_selected_gpu(monkeypatch, tiny_onnx, tmp_path):
         return real(self, network, config)
 
     monkeypatch.setattr(trt.Builder, "build_serialized_network", spy)
-    details = T.TensorRTTarget(device=1, cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a").manifest[
+    details = TensorRTTarget(device=1, cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a").manifest[
         "details"]
     assert seen == [1] and details["gpu"] == "NVIDIA H100" and details["sm_count"] == 132
 
 
 def test_engine_for_another_sm_count_is_refused_before_the_gpu(monkeypatch, tiny_onnx, tmp_path):
     install(monkeypatch, "10.3.0")
-    T.TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a")
+    TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a")
     install(monkeypatch, "10.3.0", gpus=(("NVIDIA Jetson AGX Orin", (8, 7), 8),))   # a smaller Orin module
     with pytest.raises(UserError, match="16 SMs.*8 SMs"):
-        T.TensorRTTarget().load(tmp_path / "a")
+        TensorRTTarget().load(tmp_path / "a")
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -145,16 +147,16 @@ def test_bench_trt_end_to_end(monkeypatch, tmp_path, fast_load_split, version):
     assert all(e["target"] == "trt" and e["accuracy"]["n"] == 100 and e["accuracy"]["top1"] > 50 for e in entries)
     # one profile per timed batch, each tuned (opt) for it; the largest batch sets the max
     manifest = json.loads((tmp_path / "work" / "wae-resnet20.trt-fp32" / "manifest.json").read_text())
-    assert [[s[0] for s in p[T.INPUT]] for p in manifest["details"]["profiles"]] == [[1, 1, 100], [1, 8, 100],
+    assert [[s[0] for s in p[INPUT]] for p in manifest["details"]["profiles"]] == [[1, 1, 100], [1, 8, 100],
                                                                                      [1, 100, 100]]
     assert "Conv" in manifest["executed"]["fp32"]
 
 
 def test_evaluate_runner_feeds_batches_of_100(standin, tiny_onnx, tmp_path):
-    from wae_deploy.data import ImageSet
-    from wae_deploy.preprocess import Preprocessing
+    from wae_deploy.runtime.data import ImageSet
+    from wae_deploy.runtime.preprocess import Preprocessing
 
-    target = T.TensorRTTarget(cache_root=tmp_path)
+    target = TensorRTTarget(cache_root=tmp_path)
     target.build(tiny_onnx, "fp32", None, tmp_path / "a")
     data = ImageSet(np.random.default_rng(2).integers(0, 256, (150, 16, 16, 3)).astype(np.uint8),
                     np.zeros(150, np.int64), [str(i) for i in range(10)])
@@ -165,14 +167,14 @@ def test_evaluate_runner_feeds_batches_of_100(standin, tiny_onnx, tmp_path):
 
 
 def test_each_timed_batch_runs_on_the_profile_tuned_for_it(standin, tiny_onnx, tmp_path):
-    target = T.TensorRTTarget.for_batches((8, 1, 100), cache_root=tmp_path)
+    target = TensorRTTarget.for_batches((8, 1, 100), cache_root=tmp_path)
     art = target.build(tiny_onnx, "fp32", None, tmp_path / "a")
-    assert target.same_build(art.manifest) and not T.TensorRTTarget().same_build(art.manifest)
+    assert target.same_build(art.manifest) and not TensorRTTarget().same_build(art.manifest)
     x = _images(100)
     with target.load(tmp_path / "a") as runner:
         for n in (1, 8, 100, 5):
             runner.infer(x[:n])
-        opts = [runner._engine.get_tensor_profile_shape(T.INPUT, p)[1][0] for p, _ in runner._context.runs]
+        opts = [runner._engine.get_tensor_profile_shape(INPUT, p)[1][0] for p, _ in runner._context.runs]
         batches = [b for _, b in runner._context.runs]
     assert batches == [1, 8, 100, 5]
     assert opts == [1, 8, 100, 8]           # 5 has no profile of its own: the nearest opt serves it
@@ -181,11 +183,11 @@ def test_each_timed_batch_runs_on_the_profile_tuned_for_it(standin, tiny_onnx, t
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_manifest_says_what_runs_in_which_precision(standin, tiny_onnx, tmp_path, precision):
     """"executed" comes from TensorRT's engine inspector (DETAILED layer information), as ORT/OpenVINO's do."""
-    from wae_deploy.data import ImageSet
+    from wae_deploy.runtime.data import ImageSet
 
     calib = ImageSet(np.random.default_rng(1).integers(0, 256, (16, 16, 16, 3)).astype(np.uint8),
                      np.zeros(16, np.int64), [str(i) for i in range(10)])
-    art = T.TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, precision, calib if precision == "int8" else None,
+    art = TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, precision, calib if precision == "int8" else None,
                                                      tmp_path / "a")
     executed = art.manifest["executed"]
     assert executed[precision]["Conv"] == 2, executed          # the tiny net's two convolutions
@@ -195,7 +197,7 @@ def test_manifest_says_what_runs_in_which_precision(standin, tiny_onnx, tmp_path
 
 
 def test_layer_datatypes_from_the_inspector_format_strings():
-    from wae_deploy.targets.trt.layers import datatype
+    from wae_deploy.convert.targets.tensorrt.layers import datatype
 
     assert datatype("Row major linear FP32") == "fp32"
     assert datatype("Channel major FP16 format where channel % 8 == 0") == "fp16"
@@ -217,7 +219,7 @@ def _png(path):
 def test_cli_refuses_a_foreign_engine_in_one_line_before_the_gpu(monkeypatch, tiny_onnx, tmp_path, elsewhere):
     """Built on an AGX Orin (16 SMs) with 10.3; run with another TensorRT, a smaller Orin, another GPU."""
     install(monkeypatch, "10.3.0")
-    T.TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a")
+    TensorRTTarget(cache_root=tmp_path).build(tiny_onnx, "fp32", None, tmp_path / "a")
     trt, _, memory = install(monkeypatch, **elsewhere)
     monkeypatch.setattr(trt.Runtime, "deserialize_cuda_engine", lambda *a: pytest.fail("deserialized"))
     result = CliRunner().invoke(main, ["predict", str(tmp_path / "a"), str(_png(tmp_path / "x.png"))])

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from wae_deploy import checkpoint, weights
 from wae_deploy.cli import main
-from wae_deploy.errors import UserError
-from wae_deploy.models import create_model
+from wae_deploy.core.errors import UserError
+from wae_deploy.training import checkpoint, weights
+from wae_deploy.training.models import create_model
 
 CIFAR_ARCHS = ["wae-resnet20", "resnet20", "resnet20-resized", "resnet20-dwt"]
 

@@ -1,0 +1,291 @@
+"""Results for people and for CI: a terminal table, Markdown, a PNG plot, JUnit XML.
+
+    print_table(results)                        # rich table on the terminal
+    write_markdown(results, "report.md", gate)  # gate: a gate.GateResult or None
+    write_plot(results, "acc-vs-latency.png")   # needs matplotlib (imported only here)
+    write_junit("gate.xml", gate, results)      # one testcase per gate check
+
+All of them read only the results dict (results.py), so a recorded file can be re-rendered.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from wae_deploy.benchmark.environment import fingerprint_key
+from wae_deploy.benchmark.gate import GateResult
+from wae_deploy.benchmark.results import find_entry
+from wae_deploy.core.atomic import atomic_path, write_text
+from wae_deploy.core.errors import UserError
+
+COLUMNS = ("model", "target", "precision", "batch", "size", "top-1 %", "top-5 %", "Δtop-1 vs FP32", "median ms",
+           "p99 ms", "img/s", "GFLOP/s", "% peak", "speed-up", "vs FP32 base")
+
+
+def _kernels(peak: dict, compute: str) -> str:
+    """' (matmul 120, conv3x3 210)': each kernel behind a peak, where the file has them."""
+    each = (peak.get("kernels") or {}).get(compute) or {}
+    return " (" + ", ".join(f"{k} {_num(g, '.0f')}" for k, g in each.items()) + ")" if each else ""
+
+def _num(x, fmt: str, dash: str = "–") -> str:
+    return dash if x is None else format(x, fmt)
+
+
+def _size(n) -> str:
+    if n is None:
+        return "–"
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+def _times(x) -> str:
+    return "–" if x is None else f"{x:.2f}x"
+
+
+def _esc(s) -> str:
+    return str(s).replace("|", "\\|")  # a pipe inside a Markdown cell would end it
+
+
+def delta_top1(results: dict, e: dict) -> float | None:
+    """Top-1 change against the same model and target in FP32 (any batch: accuracy does not depend on it)."""
+    if not e.get("accuracy"):
+        return None
+    for f in results["entries"]:
+        if (f["model"], f["target"], f["precision"]) == (e["model"], e["target"], "fp32") and f.get("accuracy"):
+            return e["accuracy"]["top1"] - f["accuracy"]["top1"]
+    return None
+
+
+def rows(results: dict) -> list[list[str]]:
+    """One row of strings per entry, in COLUMNS order (shared by the terminal and Markdown)."""
+    out = []
+    for e in results["entries"]:
+        acc, lat = e.get("accuracy") or {}, e["latency"]
+        d = delta_top1(results, e)
+        eff = e.get("efficiency_of_peak")
+        out.append([e["model"], e["target"], e["precision"], str(e["batch"]), _size(e.get("artifact_bytes")),
+                    _num(acc.get("top1"), ".2f"), _num(acc.get("top5"), ".2f"),
+                    "–" if d is None or e["precision"] == "fp32" else f"{d:+.2f}",
+                    _num(lat["median_ms"], ".2f"), _num(lat.get("p99_ms"), ".2f"),
+                    _num(lat.get("throughput_ips"), ".1f"), _num(e.get("gflops_per_s"), ".0f"),
+                    "–" if eff is None else f"{100 * eff:.0f}%",
+                    _times(e.get("speedup_vs_baseline")), _times(e.get("speedup_vs_fp32_baseline"))])
+    return out
+
+
+def table(results: dict, title: str | None = None):
+    from rich.table import Table
+
+    suite = (results.get("suite") or {}).get("name")
+    t = Table(title=title or f"wae-deploy bench{f': {suite}' if suite else ''}")
+    for i, c in enumerate(COLUMNS):
+        t.add_column(c, justify="left" if i < 3 else "right", no_wrap=i < 3)
+    for r in rows(results):
+        t.add_row(*r)
+    return t
+
+
+def print_table(results: dict, console=None) -> None:
+    from rich.console import Console
+
+    # Piped into a CI log there is no terminal width to follow: don't squeeze 15 columns into 80.
+    (console or Console(width=None if sys.stdout.isatty() else 200)).print(table(results))
+
+
+def headline(results: dict) -> list[str]:
+    """Per model with a baseline in the run, and per target and precision: what the model costs in
+    top-1 against its baseline and what it gains in speed, at every timed batch."""
+    lines, seen = [], set()
+    for e in results["entries"]:
+        key = (e["model"], e["target"], e["precision"])
+        if not e.get("baseline") or key in seen:
+            continue
+        seen.add(key)
+        base = find_entry(results, e["baseline"], e["target"], e["precision"], e["batch"])
+        acc, base_acc = (e.get("accuracy") or {}).get("top1"), ((base or {}).get("accuracy") or {}).get("top1")
+        top1 = (f"top-1 {acc:.2f}% vs {base_acc:.2f}% ({acc - base_acc:+.2f})"
+                if acc is not None and base_acc is not None else "top-1 not measured")
+        speed = ", ".join(f"{_times(f.get('speedup_vs_baseline'))} at batch {f['batch']}" for f in results["entries"]
+                          if (f["model"], f["target"], f["precision"]) == key)
+        lines.append(f"{e['model']} over {e['baseline']}, {e['target']} {e['precision']}: {top1}; {speed}")
+    return lines
+
+
+def _environment_lines(results: dict) -> list[str]:
+    key = fingerprint_key(results.get("environment") or {})
+    return [f"- {k}: {v}" for k, v in key.items() if v not in (None, "")]
+
+
+def markdown(results: dict, gate: GateResult | None = None) -> str:
+    suite = results.get("suite") or {}
+    cpu = (results.get("environment") or {}).get("cpu") or {}
+    out = [f"# wae-deploy bench{': ' + _esc(suite['name']) if suite.get('name') else ''}", "",
+           f"Recorded {results.get('created', '?')} (results schema {results.get('schema_version')}) on "
+           f"{_esc(str(cpu.get('model') or 'an unknown CPU'))}, CPU class {cpu.get('class') or 'not recorded'}."]
+    out += [f"- {_esc(m['warning'])}" for m in results.get("cpu_mismatch") or []]
+    if suite.get("note"):
+        out += ["", str(suite["note"])]
+    if headline(results):
+        out += ["", "## Headline", ""] + [f"- {_esc(line)}" for line in headline(results)]
+    rule = "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"
+    out += ["", "| " + " | ".join(COLUMNS) + " |", rule]
+    out += ["| " + " | ".join(_esc(c) for c in r) + " |" for r in rows(results)]
+    if results.get("comparisons"):
+        out += ["", "## Paired speed-ups (interleaved)", "",
+                "| a | b | target | precision | batch | a / b | 95% interval | order effect |",
+                "|---|---|---|---|---:|---:|---|---:|"]
+        for c in results["comparisons"]:
+            ci = c.get("ci95") or [None, None]
+            oe = (c.get("by_order") or {}).get("relative_difference")
+            out.append(f"| {_esc(c['a'])} | {_esc(c['b'])} | {c.get('target', '')} | {c.get('precision', '')} | "
+                       f"{c.get('batch', '')} | {_num(c.get('ratio'), '.2f')} | "
+                       f"{_num(ci[0], '.2f')}–{_num(ci[1], '.2f')} | "
+                       f"{'–' if oe is None else f'{100 * oe:.1f}%'} |")
+    out += profile_markdown(results)
+    if results.get("peaks"):
+        out += ["", "## Measured peak", "",
+                "The faster of a large matmul and a large 3x3 convolution in the same runtime and precision "
+                "(older files: the matmul alone); \"% peak\" divides by it.", ""]
+        out += [f"- {rt}: " + ", ".join(f"{c} {_num(g, '.0f')}" + _kernels(p, c)
+                                        for c, g in p.get("gflops", {}).items()) + " GFLOP/s"
+                for rt, p in results["peaks"].items()]
+    out += ["", "## Environment", "", *_environment_lines(results)]
+    ts = results.get("tegrastats")
+    if ts:
+        out.append(f"- power ({ts.get('total_rail')}): {_num(ts.get('total_power_mw_mean'), '.0f')} mW mean; "
+                   f"max temperature {_num(ts.get('max_temperature_c'), '.1f')} C; throttling suspected: "
+                   f"{ts.get('throttling_suspected')}")
+    if gate is not None:
+        out += ["", "## Gate", ""]
+        if gate.refused:
+            out.append(f"Refused: {gate.refused}")
+        else:
+            out.append(f"{len(gate.checks) - len(gate.failures)} of {len(gate.checks)} checks passed.")
+            out += [""] + [f"- {'ok' if c.ok else '**FAIL**'} {_esc(c.name)}: {_esc(c.message)}" for c in gate.checks]
+    return "\n".join(out) + "\n"
+
+
+def profile_markdown(results: dict, top: int = 8) -> list[str]:
+    """Per profiled entry: the share of each model part, then its slowest layers (runtime's own numbers)."""
+    profiled = [e for e in results["entries"] if e.get("profile")]
+    if not profiled:
+        return []
+    out = ["", "## Where the time goes (runtime profiles)", "",
+           "Shares of the summed kernel time, from the runtime's own profiler; layer names are the runtime's."]
+    for e in profiled:
+        p = e["profile"]
+        parts = ", ".join(f"{k} {100 * v:.1f}%" for k, v in p["parts"].items())
+        out += ["", f"### {_esc(e['model'])}, {e['target']} {e['precision']}, batch {e['batch']}", "",
+                f"{_num(p.get('kernel_ms'), '.2f')} ms of kernels over {p.get('nodes')} nodes per call "
+                f"({p.get('runs')} runs); parts: {parts}", "",
+                "| share | ms | precision | part | kernel | layer |", "|---:|---:|---|---|---|---|"]
+        out += [f"| {100 * lay['share']:.1f}% | {lay['ms']:.3f} | {lay['precision']} | {lay['part']} | "
+                f"{_esc(lay['kernel'])} | {_esc(lay['name'])} |" for lay in p["layers"][:top]]
+    return out
+
+
+def write_markdown(results: dict, path: str | os.PathLike, gate: GateResult | None = None) -> Path:
+    write_text(path, markdown(results, gate))
+    return Path(path)
+
+
+def write_plot(results: dict, path: str | os.PathLike) -> Path:
+    """Top-1 against median latency (log x), one colour per model, one marker per precision.
+
+    Uses the smallest batch measured so that latencies are comparable. Where no entry has an
+    accuracy (untrained paper-scale weights) it plots latency per model instead.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on CI runners and Jetsons over ssh
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise UserError("--plot needs matplotlib: pip install 'wae-deploy[plot]'") from e
+    entries = results["entries"]
+    if not entries:
+        raise UserError("no results to plot")
+    b = min(e["batch"] for e in entries)
+    entries = [e for e in entries if e["batch"] == b]
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    precisions = list(dict.fromkeys(e["precision"] for e in entries))
+    markers = dict(zip(precisions, "osD^vP*X"))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    targets = {e["target"] for e in entries}
+    with_acc = any(e.get("accuracy") for e in entries)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    try:
+        for e in entries:
+            y = (e["accuracy"]["top1"] if e.get("accuracy") else None) if with_acc else models.index(e["model"])
+            if y is None:
+                continue
+            label = e["model"] + (f" {e['target']}" if len(targets) > 1 else "") + f" {e['precision']}"
+            ax.scatter(e["latency"]["median_ms"], y, color=colors[e["model"]], marker=markers[e["precision"]],
+                       s=50, label=label)
+        ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter
+
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # '4' rather than matplotlib's '4 x 10^0'
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.set_xlabel(f"median latency, ms (batch {b}, log scale)")
+        if with_acc:
+            ax.set_ylabel("top-1 accuracy, %")
+        else:
+            ax.set_yticks(range(len(models)), models)
+            ax.set_ylim(-0.5, len(models) - 0.5)
+            ax.set_title("accuracy not measured: latency only", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def junit_xml(gate: GateResult | None, results: dict | None = None) -> str:
+    """JUnit XML: one testcase per gate check (failures carry the message); a refused comparison
+    is one errored testcase; without a gate, one passing testcase per measured entry."""
+    suite = ET.Element("testsuite", name="wae-deploy-bench")
+    cases = []
+    if gate is None:
+        for e in (results or {}).get("entries", []):
+            c = ET.Element("testcase", classname="wae-deploy.bench.measured",
+                           name=f"{e['model']} {e['target']} {e['precision']} b{e['batch']}")
+            out = ET.SubElement(c, "system-out")
+            out.text = f"median {e['latency']['median_ms']:.3f} ms"
+            cases.append(c)
+    elif gate.refused:
+        c = ET.Element("testcase", classname="wae-deploy.bench.gate", name="environment")
+        ET.SubElement(c, "error", message=gate.refused, type="refused").text = gate.refused
+        cases.append(c)
+    else:
+        for ch in gate.checks:
+            kind, _, rest = ch.name.partition(" ")
+            c = ET.Element("testcase", classname=f"wae-deploy.bench.gate.{kind}", name=rest or kind)
+            if ch.ok:
+                ET.SubElement(c, "system-out").text = ch.message
+            else:
+                ET.SubElement(c, "failure", message=ch.message, type="regression").text = ch.message
+            cases.append(c)
+    suite.extend(cases)
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
+    suite.set("errors", str(sum(c.find("error") is not None for c in cases)))
+    suite.set("skipped", "0")
+    if results and results.get("created"):
+        suite.set("timestamp", results["created"])
+    root = ET.Element("testsuites", name="wae-deploy bench", tests=suite.get("tests"),
+                      failures=suite.get("failures"), errors=suite.get("errors"))
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(path: str | os.PathLike, gate: GateResult | None, results: dict | None = None) -> Path:
+    write_text(path, junit_xml(gate, results))
+    return Path(path)

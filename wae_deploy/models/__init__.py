@@ -1,3 +1,0 @@
-from .assemble import FAMILIES, Decomposed, create_model, default_preprocessing, list_archs, parse_arch
-
-__all__ = ["FAMILIES", "Decomposed", "create_model", "default_preprocessing", "list_archs", "parse_arch"]
