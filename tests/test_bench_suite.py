@@ -229,7 +229,7 @@ def test_cli_gate_passes_on_its_own_record_and_catches_an_accuracy_drop(first, c
 
 
 def test_builtin_suite_finds_the_reference_checkpoints_from_anywhere(tmp_path, monkeypatch):
-    from wae_deploy.cli import SUITES, _reference
+    from wae_deploy.cli.bench import SUITES, _reference
 
     monkeypatch.chdir(tmp_path)
     found = [Path(_reference(m)) for m in SUITES["cifar10"]]

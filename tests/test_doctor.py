@@ -9,8 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from wae_deploy.cli import main
-from wae_deploy.convert import targets
-from wae_deploy.runtime import doctor, machine
+from wae_deploy.runtime import backends, doctor, machine
 from wae_deploy.runtime.doctor import (
     TargetState,
     cpu_info,
@@ -99,23 +98,23 @@ def test_unknown_target_is_one_line_exit_2(bad):
 
 @pytest.mark.parametrize("error", [ImportError("no module"), AttributeError("no class"), RuntimeError("boom")])
 def test_broken_target_module_never_crashes(monkeypatch, error):
-    import wae_deploy.convert.targets as targets
+    from wae_deploy.runtime import backends
 
     def broken(name):
         raise error
 
-    monkeypatch.setattr(targets, "get_target", broken)
+    monkeypatch.setattr(backends, "get_backend", broken)
     rep = diagnose(["ort"])
     ort = rep.targets["ort"]
     if isinstance(error, RuntimeError):  # the check itself failed: said so, not raised
         assert not ort.ok and "boom" in ort.reason
     else:  # the module is missing: the runtime package is checked instead
         assert ort.ok and ort.checked == "package" and ort.version
-    assert len(rep.rows) >= len(targets.NAMES)
+    assert len(rep.rows) >= len(backends.NAMES)
 
 
 def test_broken_available_never_crashes(monkeypatch):
-    import wae_deploy.convert.targets as targets
+    from wae_deploy.runtime import backends
 
     class Weird:
         precisions = ("fp32",)
@@ -123,7 +122,7 @@ def test_broken_available_never_crashes(monkeypatch):
         def available(self):
             raise OSError("driver exploded")
 
-    monkeypatch.setattr(targets, "get_target", lambda name: Weird())
+    monkeypatch.setattr(backends, "get_backend", lambda name: Weird())
     rep = diagnose()
     assert all(not t.ok and "driver exploded" in t.reason for t in rep.targets.values())
     assert rep.exit_code == 0  # nothing asked for
@@ -322,7 +321,7 @@ def test_cuda_python_is_not_taken_for_pycuda(monkeypatch):
         def available(self):
             return False, "pycuda is not usable (No module named 'pycuda')"
 
-    monkeypatch.setattr(targets, "get_target", lambda name: NoPycuda())
+    monkeypatch.setattr(backends, "get_backend", lambda name: NoPycuda())
     monkeypatch.setattr(doctor, "_find_spec", lambda name: object() if name == "cuda" else None)
     t = target_state("trt", GPU_BOX, None)
     assert not t.ok and "cuda-python does not replace it" in t.reason

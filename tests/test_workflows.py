@@ -160,7 +160,8 @@ def uploads_always(job: str) -> bool:
 
 
 def bench_options() -> set[str]:
-    from wae_deploy.cli import bench, doctor
+    from wae_deploy.cli.bench import bench
+    from wae_deploy.cli.doctor import doctor
 
     return {opt for command in (bench, doctor) for p in command.params for opt in p.opts}
 

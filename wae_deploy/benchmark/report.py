@@ -20,6 +20,7 @@ from wae_deploy.benchmark.gate import GateResult
 from wae_deploy.benchmark.results import find_entry
 from wae_deploy.core.atomic import atomic_path, write_text
 from wae_deploy.core.errors import UserError
+from wae_deploy.core.extras import install_command
 
 COLUMNS = ("model", "target", "precision", "batch", "size", "top-1 %", "top-5 %", "Δtop-1 vs FP32", "median ms",
            "p99 ms", "img/s", "GFLOP/s", "% peak", "speed-up", "vs FP32 base")
@@ -203,7 +204,7 @@ def write_plot(results: dict, path: str | os.PathLike) -> Path:
         matplotlib.use("Agg")  # no display on CI runners and Jetsons over ssh
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise UserError("--plot needs matplotlib: pip install 'wae-deploy[plot]'") from e
+        raise UserError("--plot needs matplotlib: " + install_command("matplotlib")) from e
     entries = results["entries"]
     if not entries:
         raise UserError("no results to plot")

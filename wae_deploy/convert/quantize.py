@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wae_deploy.core.errors import UserError
+from wae_deploy.core.extras import install_command
 from wae_deploy.runtime.data import ImageSet
 from wae_deploy.runtime.preprocess import Preprocessing
 
@@ -120,7 +121,7 @@ def _nncf():
     try:
         import nncf
     except ImportError as e:      # every INT8 build from a plain ONNX lands here, whatever the target
-        raise UserError(f"INT8 from a plain ONNX model needs nncf: pip install 'nncf>=2.16' ({e})") from e
+        raise UserError(f"INT8 from a plain ONNX model needs nncf: {install_command('nncf')} ({e})") from e
     return nncf
 
 

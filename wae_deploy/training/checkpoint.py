@@ -126,3 +126,12 @@ def untrained(arch: str) -> Checkpoint:
     return Checkpoint(arch=arch, config={"num_classes": family.num_classes, "input_size": spec.crop},
                       state_dict=model.state_dict(), classes=[str(i) for i in range(family.num_classes)],
                       preprocessing=spec, metrics={"untrained": True}, provenance={"untrained": True})
+
+
+def untrained_file(arch: str, folder: Path) -> Path:
+    """`folder/<arch>.pt`, an untrained checkpoint of `arch` (written once): the paper suite times these."""
+    path = Path(folder) / f"{arch}.pt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save(untrained(arch), path)
+    return path

@@ -151,6 +151,19 @@ def wrap(module: torch.nn.Module, ctx: Context) -> torch.nn.Module:
     return DistributedDataParallel(module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
 
+def without_nproc(args: list[str]) -> list[str]:
+    """The command line for every rank: this one less --nproc (each rank is one process)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def launch(nproc: int, argv: list[str]) -> None:
     """Run `python -m wae_deploy <argv>` on `nproc` local ranks through torch.distributed.run
     (torchrun --standalone). The ranks' stderr goes to files: after a success rank 0's is shown;

@@ -23,6 +23,7 @@ import torch
 
 from wae_deploy.core import __version__, atomic
 from wae_deploy.core.errors import UserError
+from wae_deploy.core.extras import install_command
 from wae_deploy.runtime import onnx_meta
 from wae_deploy.runtime.data import default_data_root, load_split
 from wae_deploy.training import checkpoint
@@ -62,7 +63,7 @@ def _check_request(opset: int, simplifier: str) -> None:
         raise UserError(f"unknown simplifier {simplifier!r}; choose one of {', '.join(SIMPLIFIERS)}")
     module = {"onnxsim": "onnxsim", "onnxslim": "onnxslim"}.get(simplifier)
     if module and importlib.util.find_spec(module) is None:
-        hint = "pip install 'wae-deploy[onnxsim]'" if module == "onnxsim" else "pip install onnxslim"
+        hint = install_command(module)
         raise UserError(f"simplifier {simplifier} is not installed ({hint})")
 
 

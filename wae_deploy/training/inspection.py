@@ -22,6 +22,7 @@ import numpy as np
 
 from wae_deploy.core import atomic
 from wae_deploy.core.errors import UserError
+from wae_deploy.core.extras import install_command
 from wae_deploy.training import checkpoint
 
 DIFF_GAIN = 10  # |I - I'| is multiplied by this before display (fixed: comparable across images)
@@ -256,7 +257,7 @@ def _draw(result: InspectResult, panels: list[dict], png: Path) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise UserError("inspect draws with matplotlib, which is not installed: pip install 'wae-deploy[plot]'") from e
+        raise UserError(f"inspect needs matplotlib, which is not installed: {install_command('matplotlib')}") from e
 
     wae = result.kind == "wae"
     columns = ["input", "low", "high", "recon", "diff"] if wae else ["input", "low", "cH", "cV", "cD"]

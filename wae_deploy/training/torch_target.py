@@ -14,6 +14,7 @@ import numpy as np
 from wae_deploy.convert.targets.base import Target
 from wae_deploy.core import atomic
 from wae_deploy.core.errors import UserError
+from wae_deploy.core.extras import install_command
 from wae_deploy.runtime import artifact, onnx_meta
 from wae_deploy.runtime.artifact import Artifact
 from wae_deploy.runtime.backends.base import Runner
@@ -48,13 +49,13 @@ class TorchTarget(Target):
     name = "torch"
     precisions = ("fp32",)
     runtime = "torch"
-    install = "pip install 'wae-deploy[train]'"
+    install = install_command("torch")
 
     def available(self) -> tuple[bool, str]:
         try:
             return True, _version()
         except ImportError:
-            return False, "torch is not installed (pip install 'wae-deploy[train]')"
+            return False, f"torch is not installed ({self.install})"
 
     def build(self, onnx_path: Path, precision: str, calib: ImageSet | None, out: Path,
               keep_float: tuple[str, ...] = (), meta: dict | None = None) -> Artifact:

@@ -264,3 +264,24 @@ def foreign_checkpoint(path: str | Path, arch: str, num_classes: int | None = No
                       classes=class_names(classes, n), preprocessing=spec, metrics={},
                       provenance={"source": path.name, "source_sha256": checkpoint.sha256(path),
                                   "source_format": fmt, "source_layout": layout})
+
+
+def import_weights(path: str | Path, arch: str | None, prototxt: str | None = None, warn=print,
+                   **options) -> Checkpoint:
+    """Foreign weights -> a checkpoint in memory: the authors' Caffe model (a .caffemodel, or any file
+    with its prototxt) or a state_dict / .safetensors for `arch` (options: foreign_checkpoint's)."""
+    state, fmt = None, None
+    if Path(path).suffix == ".caffemodel" or prototxt:
+        from wae_deploy.training import caffe
+
+        arch = arch or caffe.ARCH
+        state, fmt = caffe.read(path, prototxt, arch), "caffemodel"
+        classes, size = caffe.net_config(prototxt)
+        options["num_classes"] = options.get("num_classes") or classes
+        options["input_size"] = options.get("input_size") or size
+    if not arch:
+        raise UserError(f"{path}: name the model these weights are for with --arch NAME")
+    ckpt = foreign_checkpoint(path, arch, state=state, source_format=fmt, warn=warn, **options)
+    if fmt == "caffemodel":
+        ckpt.provenance["note"] = caffe.DECODER_NOTE
+    return ckpt

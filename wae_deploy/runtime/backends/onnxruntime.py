@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from wae_deploy.core.errors import UserError
+from wae_deploy.core.extras import install_command
 from wae_deploy.runtime import artifact
 from wae_deploy.runtime.backends.base import Backend, Runner, run_fixed
 
@@ -66,12 +67,12 @@ class OnnxRuntimeBackend(Backend):
     name = "ort"
     precisions = ("fp32", "int8")
     runtime = "onnxruntime"
-    install = "pip install wae-deploy"
+    install = install_command("onnxruntime")
     cpu = True
 
     def available(self) -> tuple[bool, str]:
         v = version()
-        return (True, v) if v else (False, "onnxruntime is not installed (pip install onnxruntime)")
+        return (True, v) if v else (False, f"onnxruntime is not installed ({self.install})")
 
     def load(self, path: Path, threads: int | None = None) -> Runner:
         if version() is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from wae_deploy.core.errors import UserError
+from wae_deploy.core.extras import install_command
 from wae_deploy.runtime import artifact
 from wae_deploy.runtime.backends.base import Backend, Runner, run_fixed
 
@@ -65,7 +66,7 @@ class OpenVINOBackend(Backend):
     name = "openvino"
     precisions = ("fp32", "bf16", "fp16", "int8")
     runtime = "openvino"
-    install = "pip install 'wae-deploy[openvino]'"
+    install = install_command("openvino")
     cpu = True
 
     def available(self) -> tuple[bool, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wae_deploy.core.errors import UserError
+from wae_deploy.core.extras import install_command
 from wae_deploy.runtime import artifact
 from wae_deploy.runtime.backends.base import Backend, Runner
 from wae_deploy.runtime.backends.tensorrt.cache import cc_str, check_engine_identity, read_engine
@@ -27,7 +28,7 @@ class TensorRTBackend(Backend):
     name = "trt"
     precisions = ("fp32", "fp16", "int8")
     runtime = "tensorrt"
-    install = "pip install 'wae-deploy[trt]'"
+    install = install_command("tensorrt")
 
     def __init__(self, device: int = 0):
         self.device = device

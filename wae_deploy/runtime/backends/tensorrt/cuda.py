@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 
 from wae_deploy.core.errors import UserError
+from wae_deploy.core.extras import install_command
 
-INSTALL_HINT = "pip install 'wae-deploy[trt]' (on a Jetson, TensorRT comes with JetPack)"
+INSTALL_HINT = f"{install_command('tensorrt')} (on a Jetson, TensorRT comes with JetPack)"
 
 
 def import_runtime():

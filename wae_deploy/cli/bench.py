@@ -1,0 +1,113 @@
+"""`wae-deploy bench`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from wae_deploy.cli.options import command_line, csv_of
+from wae_deploy.core.errors import UserError
+
+SUITES = {
+    "cifar10": ["models/wae-resnet20.pt", "models/resnet20.pt", "models/resnet20-resized.pt",
+                "models/resnet20-dwt.pt", "models/wae-resnet20-noenergy.pt"],
+    "imagenette": ["models/wae-vgg16-imagenette.pt", "models/vgg16-imagenette.pt",
+                   "models/vgg16-imagenette-resized.pt", "models/vgg16-imagenette-dwt.pt",
+                   "models/wae-vgg16-imagenette-noenergy.pt"],
+    "paper": ["wae-vgg16", "vgg16", "wae-resnet50", "resnet50"],
+}
+
+
+@click.command()
+@click.option("--target", "targets", multiple=True, required=True, help="ort, openvino, trt, torch (repeatable).")
+@click.option("--models", callback=csv_of(str), help="Checkpoints, ONNX models or artifact folders, comma-separated "
+              "[default: the --suite's]. An artifact runs on its own target and precision.")
+@click.option("--suite", type=click.Choice(list(SUITES)), default="cifar10", show_default=True,
+              help="cifar10 / imagenette: the reference checkpoints; paper: untrained 224-pixel VGG16/ResNet-50 "
+              "(speed only; checkpoints among --models are scored too).")
+@click.option("--precision", "precisions", callback=csv_of(str),
+              help="Comma-separated [default: all the target builds].")
+@click.option("--batch", "batches", callback=csv_of(int), default="1,8", show_default=True)
+@click.option("--data", type=click.Path(), help="Evaluation images [default: a checkpoint's test split; ONNX "
+              "models and artifacts are timed on synthetic input, without accuracy].")
+@click.option("--eval-size", type=int, help="Evaluate on a sample of this many images [default: all].")
+@click.option("--calib-size", default=300, show_default=True)
+@click.option("--workdir", type=click.Path(), default="build/bench", show_default=True)
+@click.option("--threads", type=int, help="Runtime threads [default: all cores].")
+@click.option("--min-time", default=3.0, show_default=True, help="Seconds of timing per target/precision/batch.")
+@click.option("--out", type=click.Path(), help="Results JSON.")
+@click.option("--markdown", type=click.Path(), help="Markdown report.")
+@click.option("--plot", type=click.Path(), help="PNG: top-1 against latency.")
+@click.option("--junit", type=click.Path(), help="JUnit XML for CI.")
+@click.option("--compare", "recorded", type=click.Path(), help="Recorded results to gate against.")
+@click.option("--max-accuracy-drop", type=float, help="Top-1 points [default: from the recorded noise].")
+@click.option("--max-slowdown", type=float, help="Fraction, 0.1 = 10% [default: from the recorded noise].")
+@click.option("--allow-env-mismatch", is_flag=True, help="Compare results from another environment anyway.")
+@click.option("--update", is_flag=True, help="Write this run as the new recorded baseline (--compare's file).")
+@click.option("--profile", "profile_runs", is_flag=False, flag_value=10, default=0, type=click.IntRange(0),
+              metavar="[RUNS]", help="Also record each runtime's per-layer profile (10 runs unless given).")
+def bench(targets, models, suite, precisions, batches, data, eval_size, calib_size, workdir, threads, min_time,
+          out, markdown, plot, junit, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update,
+          profile_runs):
+    """Measure accuracy and interleaved latency of WAE models against their baselines; gate on regressions.
+
+    Checkpoints are exported and built in --workdir for each --target; ONNX models are built there too;
+    artifact folders run as they are on their own target.
+    """
+    from wae_deploy.benchmark import gate as G
+    from wae_deploy.benchmark import report
+    from wae_deploy.benchmark import results as R
+    from wae_deploy.benchmark.suite import BenchConfig, run
+
+    previous = R.load(recorded) if recorded and not update else None  # a bad file fails before any work
+    if update and not recorded:
+        raise UserError("--update needs --compare FILE: the recorded results to replace")
+    workdir = Path(workdir)
+    models = models or [_reference(m) for m in SUITES[suite]]
+    given = any(_is_path(m) for m in models)  # e.g. converted released weights: score them
+    if suite == "paper":  # architecture names stand for untrained checkpoints (speed only)
+        from wae_deploy.training import checkpoint  # torch: only the paper suite needs it
+
+        models = [m if _is_path(m) else str(checkpoint.untrained_file(m, workdir)) for m in models]
+    cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
+                      eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper" or given, workdir=workdir,
+                      threads=threads, min_time_s=min_time, suite=suite, profile_runs=profile_runs)
+    results = run(cfg, log=click.echo)
+    results["command"] = command_line()
+    verdict = G.compare(results, previous, max_accuracy_drop, max_slowdown, allow_env_mismatch) if previous else None
+    report.print_table(results)
+    for c in results["comparisons"]:
+        click.echo(f"speed-up {c['b']} over {c['a']} ({c['target']} {c['precision']} batch {c['batch']}): "
+                   f"{c['ratio']:.2f}x (95% CI {c['ci95'][0]:.2f}-{c['ci95'][1]:.2f})")
+    for line in report.headline(results):
+        click.echo(line)
+    if out:
+        R.save(results, out)
+    if update:
+        R.save(results, recorded)
+        click.echo(f"recorded a new baseline in {recorded}")
+    if markdown:
+        report.write_markdown(results, markdown, verdict)
+    if plot:
+        report.write_plot(results, plot)
+    if junit:
+        report.write_junit(junit, verdict, results)
+    if verdict:
+        for line in verdict.lines():
+            click.echo(line, err=not verdict.ok)
+        click.echo("gate: " + ("passed" if verdict.ok else "FAILED"))
+        sys.exit(verdict.exit_code)
+
+
+def _reference(model: str) -> str:
+    """A suite's checkpoint as found from the working directory, else in this checkout's models/."""
+    if not model.startswith("models/") or Path(model).is_file():
+        return model
+    return str(Path(__file__).resolve().parents[2] / model)
+
+
+def _is_path(model: str) -> bool:
+    """A checkpoint, ONNX model or artifact folder, as opposed to an architecture name."""
+    return model.endswith((".pt", ".onnx")) or Path(model).is_dir()
