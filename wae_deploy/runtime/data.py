@@ -71,7 +71,7 @@ def default_data_root(spec: Preprocessing | None = None) -> Path:
     if os.environ.get("WAE_DATA"):
         return Path(os.environ["WAE_DATA"])
     name = DATASET_OF_SPEC.get(spec or CIFAR, "imagenet-val1300")
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]   # wae_deploy/runtime/data.py -> the checkout
     for candidate in (repo.parent / "shared/data" / name, Path.cwd().parent / "shared/data" / name):
         if candidate.is_dir():
             return candidate
