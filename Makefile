@@ -1,5 +1,7 @@
 # wae-deploy: every set-up step lives here, so a fresh machine needs only `make demo` / `make test`.
 PYTHON ?= python3
+comma  := ,
+space  := $(subst ,, )
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -9,15 +11,16 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 EPOCHS ?= 20
 THREADS ?=
-REF    := models/resnet20.pt models/resnet20-resized.pt models/resnet20-dwt.pt \
-          models/wae-resnet20.pt models/wae-resnet20-noenergy.pt
+# The suites' checkpoint files come from the one list of them, wae_deploy/core/registry.py (stdlib
+# only: the system python reads it before the venv exists).
+REGISTRY = $(or $(shell $(PYTHON) -m wae_deploy.core.registry files $(1)),$(error cannot list the reference models: $(PYTHON) -m wae_deploy.core.registry files $(1) failed))
+REF    := $(addprefix models/,$(call REGISTRY,--tag cifar10))
 TRAIN  = $(BIN)/wae-deploy train --epochs $(EPOCHS) $(if $(THREADS),--threads $(THREADS))
 # The Imagenette family (VGG16-BN at 3/8 width, 128 pixels, 30 epochs): split models at a third
 # of the plain nets' learning rate (three summed losses drive one backbone), stage 1 gently, so
 # the Haar start is refined rather than lost. A state file left by an interrupted run is resumed.
 NETTE_EPOCHS ?= 30
-NETTE  := models/vgg16-imagenette.pt models/vgg16-imagenette-resized.pt models/vgg16-imagenette-dwt.pt \
-          models/wae-vgg16-imagenette.pt models/wae-vgg16-imagenette-noenergy.pt
+NETTE  := $(addprefix models/,$(call REGISTRY,--tag imagenette))
 # Other recipes, rows of their own in models/README.md once trained (not shipped yet at 30 epochs).
 NETTE_RECIPES := models/wae-vgg16-imagenette-kd.pt models/wae-vgg16-imagenette-random.pt \
           models/vgg16-imagenette-resized-kd.pt models/vgg16-imagenette-dwt-kd.pt
@@ -47,8 +50,9 @@ test: $(STAMP)
 # baseline, exported, built for ONNX Runtime and OpenVINO in FP32 and INT8, scored on all 3,925
 # val photos and timed interleaved; it ends with the headline (top-1 change and speed-up).
 # Artifacts and reports land in build/demo/.
-DEMO_WAE    := models/wae-vgg16-imagenette.pt
-DEMO_MODELS := $(DEMO_WAE),models/vgg16-imagenette.pt
+DEMO        := $(addprefix models/,$(call REGISTRY,--tag imagenette --role wae --role baseline))
+DEMO_WAE    := $(firstword $(DEMO))
+DEMO_MODELS := $(subst $(space),$(comma),$(DEMO))
 demo: $(STAMP)
 	@test -f $(DEMO_WAE) || { echo "$(DEMO_WAE) is missing: run make train-imagenette"; exit 2; }
 	mkdir -p build/demo

@@ -229,9 +229,12 @@ def test_cli_gate_passes_on_its_own_record_and_catches_an_accuracy_drop(first, c
 
 
 def test_builtin_suite_finds_the_reference_checkpoints_from_anywhere(tmp_path, monkeypatch):
-    from wae_deploy.cli.bench import SUITES, _reference
+    from wae_deploy.cli.bench import _reference
+    from wae_deploy.core import registry
 
     monkeypatch.chdir(tmp_path)
-    found = [Path(_reference(m)) for m in SUITES["cifar10"]]
+    monkeypatch.setenv("WAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WAE_MODELS_URL", "http://127.0.0.1:9/")  # nothing to download: the checkout has them
+    found = [Path(_reference(m)) for m in registry.names("cifar10")]
     assert all(p.is_absolute() and p.is_file() for p in found), found
     assert _reference("wae-vgg16") == "wae-vgg16"  # architecture names (the paper suite) stay names

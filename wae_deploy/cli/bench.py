@@ -8,23 +8,15 @@ from pathlib import Path
 import click
 
 from wae_deploy.cli.options import command_line, csv_of
+from wae_deploy.core import registry
 from wae_deploy.core.errors import UserError
-
-SUITES = {
-    "cifar10": ["models/wae-resnet20.pt", "models/resnet20.pt", "models/resnet20-resized.pt",
-                "models/resnet20-dwt.pt", "models/wae-resnet20-noenergy.pt"],
-    "imagenette": ["models/wae-vgg16-imagenette.pt", "models/vgg16-imagenette.pt",
-                   "models/vgg16-imagenette-resized.pt", "models/vgg16-imagenette-dwt.pt",
-                   "models/wae-vgg16-imagenette-noenergy.pt"],
-    "paper": ["wae-vgg16", "vgg16", "wae-resnet50", "resnet50"],
-}
 
 
 @click.command()
 @click.option("--target", "targets", multiple=True, required=True, help="ort, openvino, trt, torch (repeatable).")
 @click.option("--models", callback=csv_of(str), help="Checkpoints, ONNX models or artifact folders, comma-separated "
               "[default: the --suite's]. An artifact runs on its own target and precision.")
-@click.option("--suite", type=click.Choice(list(SUITES)), default="cifar10", show_default=True,
+@click.option("--suite", type=click.Choice(registry.suites()), default="cifar10", show_default=True,
               help="cifar10 / imagenette: the reference checkpoints; paper: untrained 224-pixel VGG16/ResNet-50 "
               "(speed only; checkpoints among --models are scored too).")
 @click.option("--precision", "precisions", callback=csv_of(str),
@@ -65,7 +57,7 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     if update and not recorded:
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
-    models = models or [_reference(m) for m in SUITES[suite]]
+    models = models or [_reference(m) for m in registry.names(suite)]
     given = any(_is_path(m) for m in models)  # e.g. converted released weights: score them
     if suite == "paper":  # architecture names stand for untrained checkpoints (speed only)
         from wae_deploy.training import checkpoint  # torch: only the paper suite needs it
@@ -101,11 +93,9 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
         sys.exit(verdict.exit_code)
 
 
-def _reference(model: str) -> str:
-    """A suite's checkpoint as found from the working directory, else in this checkout's models/."""
-    if not model.startswith("models/") or Path(model).is_file():
-        return model
-    return str(Path(__file__).resolve().parents[2] / model)
+def _reference(name: str) -> str:
+    """A suite's checkpoint as a path (found or downloaded by the registry); an architecture name stays a name."""
+    return str(registry.resolve(name, log=click.echo)) if registry.get(name).file else name
 
 
 def _is_path(model: str) -> bool:

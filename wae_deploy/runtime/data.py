@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wae_deploy.core import atomic
+from wae_deploy.core.cache import cache_dir
 from wae_deploy.core.errors import UserError
 from wae_deploy.runtime.preprocess import CIFAR, IMAGENETTE, Preprocessing
 
@@ -51,10 +52,6 @@ class ImageSet:
         if n >= len(self) and not skip:
             return self
         return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[skip:skip + n]))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("WAE_CACHE", Path.home() / ".cache" / "wae-deploy"))
 
 
 # The data set each bundled spec was made for; any other spec defaults to the ImageNet photos.

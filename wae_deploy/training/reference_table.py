@@ -3,7 +3,8 @@
     python -m wae_deploy.training.reference_table models > models/README.md
 
 Every number is measured from the checkpoints in the folder on the family's evaluation split;
-each family's notes (what was tried, which goals were missed) follow its table.
+each family's notes (what was tried, which goals were missed) follow its table. Which checkpoint
+fills which row is the registry's (core.registry: a suite, each checkpoint's role in it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from wae_deploy.core import registry
 from wae_deploy.runtime.data import default_data_root, load_split
 from wae_deploy.training import checkpoint
 from wae_deploy.training.models import create_model
@@ -22,35 +24,43 @@ from wae_deploy.training.train import evaluate
 @dataclass(frozen=True)
 class Table:
     title: str
-    net: str            # the family: row checkpoints are <net>.pt, <net>-resized.pt, ...
+    suite: str          # the registry's tag of the family's checkpoints
     about: str          # how the checkpoints were made and scored
     notes: str          # file beside the checkpoints with what was tried
     within: float       # goal: the WAE at most this many points below the baseline
     margin: float       # goal: the WAE this many points above the resized and DWT rows
 
+    @property
+    def net(self) -> str:
+        """The family (resnet20, vgg16-imagenette): the other recipes' checkpoints are named after it."""
+        return registry.entries(self.suite)[0].family
+
+    def stem(self, role: str) -> str:
+        """The checkpoint of a role (wae, baseline, resized, dwt, noenergy), without .pt."""
+        return Path(registry.entries(self.suite, (role,))[0].file).stem
+
 
 TABLES = [
-    Table("Imagenette (VGG16-BN, 128 pixels)", "vgg16-imagenette",
+    Table("Imagenette (VGG16-BN, 128 pixels)", "imagenette",
           "Trained by `make train-imagenette` on the Imagenette train split (9,469 photos, "
           "`../shared/data/imagenette-160`) on a 2-core x86 CPU; scored on all 3,925 val photos.",
           "NOTES-imagenette.md", within=1.5, margin=2.0),
-    Table("CIFAR-10 (ResNet-20, 32 pixels)", "resnet20",
+    Table("CIFAR-10 (ResNet-20, 32 pixels)", "cifar10",
           "Trained by `make train-reference` on the CIFAR-10 train split (50,000 JPEG re-encoded images) "
           "on a 2-core x86 CPU; scored on the 10,000-image test split.",
           "NOTES.md", within=2.0, margin=0.0),
 ]
 
 
-def rows_of(net: str) -> list[tuple[str, str, str]]:
-    """(row label, checkpoint stem, score) in the paper's order; "main" scores the classifier head alone."""
-    return [
-        ("Full resolution (baseline)", net, "sum"),
-        ("Resized input (half side)", f"{net}-resized", "sum"),
-        ("Wavelet (9/7 DWT) + CNN", f"{net}-dwt", "sum"),
-        ("Decomposition without energy loss (lambda = 0)", f"wae-{net}-noenergy", "sum"),
-        ("I_L alone (WAE classifier head)", f"wae-{net}", "main"),
-        ("WAE (ours: I_L + I_H)", f"wae-{net}", "sum"),
-    ]
+# (row label, registry role, score) in the paper's order; "main" scores the classifier head alone.
+ROWS = [
+    ("Full resolution (baseline)", "baseline", "sum"),
+    ("Resized input (half side)", "resized", "sum"),
+    ("Wavelet (9/7 DWT) + CNN", "dwt", "sum"),
+    ("Decomposition without energy loss (lambda = 0)", "noenergy", "sum"),
+    ("I_L alone (WAE classifier head)", "wae", "main"),
+    ("WAE (ours: I_L + I_H)", "wae", "sum"),
+]
 
 
 # Other recipes, each its own row where its checkpoint exists (not the paper's rows).
@@ -62,10 +72,11 @@ RECIPE_ROWS = [
 ]
 
 
-def measure(folder: Path, net: str) -> list[dict]:
+def measure(folder: Path, table: Table) -> list[dict]:
     rows, cache = [], {}
-    recipes = [(label, stem.format(net=net), score) for label, stem, score in RECIPE_ROWS]
-    for label, stem, score in rows_of(net) + [r for r in recipes if (folder / f"{r[1]}.pt").is_file()]:
+    paper = [(label, table.stem(role), score) for label, role, score in ROWS]
+    recipes = [(label, stem.format(net=table.net), score) for label, stem, score in RECIPE_ROWS]
+    for label, stem, score in paper + [r for r in recipes if (folder / f"{r[1]}.pt").is_file()]:
         path = folder / f"{stem}.pt"
         if not path.is_file():
             rows.append({"label": label, "stem": stem, "missing": True})
@@ -109,10 +120,10 @@ def render(table: Table, rows: list[dict]) -> str:
                    f"{100 - r['top5']:.2f} | {r['macs'] / 1e6:.2f} | {r['speedup']:.2f}x | {r['epochs'] or ''} | "
                    f"{r['minutes']:.1f} |")
     by_stem = {r["stem"]: r for r in rows if not r.get("missing")}
-    full, wae = by_stem.get(table.net), by_stem.get(f"wae-{table.net}")
+    full, wae = by_stem.get(table.stem("baseline")), by_stem.get(table.stem("wae"))
     if full and wae:
         wae = next(r for r in rows if r["label"].startswith("WAE") and not r.get("missing"))
-        others = [by_stem[s] for s in (f"{table.net}-resized", f"{table.net}-dwt") if s in by_stem]
+        others = [by_stem[s] for s in (table.stem("resized"), table.stem("dwt")) if s in by_stem]
         gap = full["top1"] - wae["top1"]
         out += ["", "Goals:", "",
                 f"- full-resolution baseline at least 88% top-1: {full['top1']:.2f}% ({_met(full['top1'] >= 88)})",
@@ -130,7 +141,7 @@ def main(argv: list[str]) -> None:
     folder = Path(argv[0]) if argv else Path("models")
     sys.stdout.write("# Reference checkpoints\n\nWritten by `python -m wae_deploy.training.reference_table models`.\n")
     for table in TABLES:
-        sys.stdout.write("\n" + render(table, measure(folder, table.net)))
+        sys.stdout.write("\n" + render(table, measure(folder, table)))
         notes = folder / table.notes
         if notes.is_file():
             sys.stdout.write("\n" + notes.read_text())

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from wae_deploy.core import atomic
+from wae_deploy.core.cache import cache_dir
 from wae_deploy.core.errors import UserError
-from wae_deploy.runtime.data import cache_dir
 
 
 def cc_str(compute_capability) -> str:
