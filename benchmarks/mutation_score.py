@@ -1,6 +1,6 @@
 """The mutation score of a `make mutation` run, from mutmut's own records under mutants/.
 
-    python benchmarks/mutation_score.py 'wae_deploy.metrics.*' ... > benchmarks/mutation.json
+    python benchmarks/mutation_score.py 'wae_deploy.runtime.metrics.*' ... > benchmarks/mutation.json
 
 Only the mutants named by the patterns count (the functions that carry the numbers); mutmut's
 verdicts are kept as they are: killed, survived, timeout (counted as killed: the mutant made a
