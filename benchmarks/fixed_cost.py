@@ -65,7 +65,7 @@ def fuse_encoder_heads(model: onnx.ModelProto) -> onnx.ModelProto:
 def ort_session(path, level: str, threads: int):
     import onnxruntime as ort
 
-    from wae_deploy.convert.targets.onnxruntime import session_options
+    from wae_deploy.runtime.backends.onnxruntime import session_options
 
     opts = session_options(threads)
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{level.upper()}")

@@ -60,7 +60,7 @@ def main() -> None:
     choices = json.loads((work / "choices.json").read_text())
     paths = {"fp32": src, "int8 before": before, "int8 after": after}
     ort = get_target("ort")
-    from wae_deploy.convert.targets.onnxruntime import OnnxRuntimeRunner
+    from wae_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
 
     runners = {k: OnnxRuntimeRunner(p, None) for k, p in paths.items()}
     out = {"what": "WAE-VGG16 (untrained, 224 px) on ONNX Runtime: FP32, NNCF INT8 as it comes, and the same INT8 "

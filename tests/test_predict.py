@@ -7,6 +7,7 @@ Runtime commands run in real processes with torch made unimportable (sys.modules
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import shutil
@@ -27,7 +28,7 @@ DEVICE_PACKAGES = ("core", "runtime", "convert")
 RUNTIME_MODULES = ["wae_deploy", "wae_deploy.cli", *(
     "wae_deploy." + ".".join(p.relative_to(REPO / "wae_deploy").with_suffix("").parts).removesuffix(".__init__")
     for package in DEVICE_PACKAGES for p in sorted((REPO / "wae_deploy" / package).rglob("*.py"))),
-    *(f"wae_deploy.benchmark.{m}" for m in ("latency", "gate", "report", "suite", "environment"))]
+    *(f"wae_deploy.benchmark.{m}" for m in ("gate", "report", "suite", "environment"))]
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 
 
@@ -196,12 +197,11 @@ def test_api_bench_returns_the_results_of_a_real_run(work, readme_output, tmp_pa
     assert entry["latency"]["median_ms"] > 0
 
 
-def test_api_steps_are_their_modules_and_stay_callable(work, readme_output, tmp_path):
+def test_api_steps_are_plain_functions_that_survive_importing_every_module(work, readme_output, tmp_path):
     import wae_deploy.benchmark.suite  # noqa: F401 - imports build and export too, as any caller may
-    import wae_deploy.convert.build as build_module
-    import wae_deploy.training.export as export_module
+    import wae_deploy.convert.build  # noqa: F401
+    import wae_deploy.training.export  # noqa: F401
 
-    assert wd.build is build_module and wd.export is export_module and callable(wd.bench)
-    assert callable(export_module.simplify) and callable(build_module.calibration_set)  # still modules
+    assert all(inspect.isfunction(f) for f in (wd.export, wd.build, wd.bench, wd.load))
     art = wd.build(work / "wae.onnx", "ort", "fp32", tmp_path / "again")
     assert wd.build(work / "wae.onnx", "ort", "fp32", tmp_path / "again").path == art.path == tmp_path / "again"

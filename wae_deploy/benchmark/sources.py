@@ -69,10 +69,10 @@ class BenchModel:
         if self.preprocessing is not None or self.artifact is not None:
             return target.load(path, threads)
         if target.name == "ort":
-            from wae_deploy.convert.targets.onnxruntime import OnnxRuntimeRunner
+            from wae_deploy.runtime.backends.onnxruntime import OnnxRuntimeRunner
 
             return OnnxRuntimeRunner(path, threads)
-        from wae_deploy.convert.targets.openvino import OpenVINORunner
+        from wae_deploy.runtime.backends.openvino import OpenVINORunner
 
         return OpenVINORunner(path, "fp32", threads)
 
