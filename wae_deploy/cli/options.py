@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import click
 
 
@@ -12,7 +15,7 @@ def one_line(message: str) -> str:
 
 def command_line() -> str:
     """This command as the user typed it, for model cards and results."""
-    return command_line()
+    return "wae-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 class BatchType(click.ParamType):
