@@ -17,7 +17,7 @@ import pytest
 from fixtures_small import assert_clean_error, run_cli
 
 from wae_deploy.convert.build import build
-from wae_deploy.convert.quantize import RECIPES, UNKNOWN, int8_plan
+from wae_deploy.convert.int8_policy import RECIPES, UNKNOWN, int8_plan
 from wae_deploy.runtime import artifact, doctor, machine, predict
 from wae_deploy.runtime.data import ImageSet
 

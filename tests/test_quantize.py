@@ -8,7 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from wae_deploy.convert.quantize import PARTS, _top1_validator
+from wae_deploy.convert.int8_policy import PARTS
+from wae_deploy.convert.quantize import _top1_validator
 from wae_deploy.runtime.data import ImageSet
 from wae_deploy.runtime.preprocess import CIFAR
 from wae_deploy.training.export import export

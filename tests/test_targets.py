@@ -24,8 +24,8 @@ import pytest
 from click.testing import CliRunner
 
 from wae_deploy.cli import main
-from wae_deploy.convert.build import _steps, build, calibration_set
-from wae_deploy.convert.quantize import PARTS, int8_plan
+from wae_deploy.convert.build import build, calibration_set
+from wae_deploy.convert.int8_policy import PARTS, guard_steps, int8_plan
 from wae_deploy.convert.targets import get_target
 from wae_deploy.convert.targets.openvino import COMPUTE
 from wae_deploy.core.errors import UserError
@@ -361,7 +361,7 @@ def test_impossible_accuracy_bound_exits_1_and_writes_nothing(wae_onnx, tmp_path
     assert "cannot keep the top-1 drop within 0" in res.output
     # every fallback step of this CPU class's recipe was tried before giving up
     kept = int8_plan(host_cpu_class(), "wae")[0]
-    assert res.output.count("keeping") == len(_steps(kept, decomposed=True)), res.output
+    assert res.output.count("keeping") == len(guard_steps(kept, "int8", "wae")), res.output
     assert not out.exists()
     assert list(out.parent.iterdir()) == [] and sorted(p.name for p in src.iterdir()) == ["wae.onnx"]
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wae_deploy.benchmark import environment, sources
-from wae_deploy.benchmark import results as R
+from wae_deploy.benchmark import environment, results, sources
 from wae_deploy.benchmark.peak import RUNTIMES as PEAK_RUNTIMES
 from wae_deploy.benchmark.peak import measure_peaks, peak_for
 from wae_deploy.convert.targets import target_class
@@ -71,7 +70,8 @@ def _cpu_mismatch(path: Path, host_class: str | None) -> str | None:
     return artifact.cpu_mismatch(artifact.open(path), host_class) if artifact.is_artifact(path) else None
 
 
-def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable | None = None) -> dict:
+def _ready_targets(cfg: BenchConfig) -> list:
+    """The run's targets, each set up for its batch sizes; refuses a non-positive batch or a missing runtime."""
     for b in cfg.batches:
         if b < 1:
             raise UserError(f"batch sizes must be positive, got {b}")
@@ -81,6 +81,51 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
         ok, why = t.available()
         if not ok:
             raise UserError(f"target {t.name} is not available here: {why}")
+    return targets
+
+
+def _precisions(cfg: BenchConfig, targets: list, models: list[sources.BenchModel], log) -> dict[str, list[str]]:
+    """{target: the precisions asked for that at least one model builds or runs there}, in the target's order."""
+    precisions = {t.name: [p for p in t.precisions if any(p in m.precisions(t, cfg.precisions or t.precisions)
+                                                           for m in models)] for t in targets}
+    for t in targets:
+        if not precisions[t.name]:
+            log(f"nothing to time on {t.name}: none of the models builds or runs there at the precisions asked")
+    return precisions
+
+
+@dataclass
+class _Run:
+    """What every timed group of one run shares, and the results it fills."""
+
+    cfg: BenchConfig
+    models: list[sources.BenchModel]
+    eval_sets: dict
+    threads: int
+    host_class: str | None
+    peaks: dict
+    profiling: dict[str, bool]
+    out: dict
+    log: Callable[[str], None]
+    progress: Callable | None
+
+
+@dataclass
+class _Group:
+    """The models timed in one interleaved loop (one target and precision): their artifacts, runners, accuracy."""
+
+    target: str
+    precision: str
+    models: dict[str, sources.BenchModel]
+    artifacts: dict[str, Path]
+    baseline: dict[str, str | None]
+    runners: dict = field(default_factory=dict)
+    accuracy: dict = field(default_factory=dict)
+
+
+def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable | None = None) -> dict:
+    """Export and build what is missing, then score and time every model on every target, precision and batch."""
+    targets = _ready_targets(cfg)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     models = sources.resolve(cfg.models, targets, cfg.workdir, cfg.data, log)
     eval_sets = sources.eval_sets(models, cfg.data, cfg.accuracy, cfg.eval_size)
@@ -89,64 +134,83 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
         log(f"timing on synthetic input (no accuracy): {', '.join(synthetic)}")
     threads = cfg.threads or os.cpu_count()
     env = environment.fingerprint(threads)
-    precisions = {t.name: [p for p in t.precisions if any(p in m.precisions(t, cfg.precisions or t.precisions)
-                                                           for m in models)] for t in targets}
-    for t in targets:
-        if not precisions[t.name]:
-            log(f"nothing to time on {t.name}: none of the models builds or runs there at the precisions asked")
+    precisions = _precisions(cfg, targets, models, log)
     peaks = {t.name: measure_peaks(t.name, precisions[t.name], threads) for t in targets
              if t.name in PEAK_RUNTIMES and precisions[t.name]}
     scored = [len(s) for s in eval_sets.values() if s is not None]
-    out = R.new_results(env, {"name": cfg.suite, "models": [m.name for m in models], "batches": cfg.batches,
-                              "eval_images": scored[0] if scored else 0, "threads": threads}, peaks=peaks,
-                        cpu_mismatch=[])
+    out = results.new_results(env, {"name": cfg.suite, "models": [m.name for m in models], "batches": cfg.batches,
+                                    "eval_images": scored[0] if scored else 0, "threads": threads}, peaks=peaks,
+                              cpu_mismatch=[])
     profiling = {t.name: cfg.profile_runs > 0 and _can_profile(t.name, log) for t in targets}
+    state = _Run(cfg, models, eval_sets, threads, env["cpu"].get("class"), peaks, profiling, out, log, progress)
     with environment.Tegrastats() as tegra:
         for t in targets:
             for precision in precisions[t.name]:
-                artifacts = {m.name: p for m in models
-                             if (p := m.runs_on(t, precision, cfg.workdir, cfg.calib_size, log)) is not None}
-                group = {m.name: m for m in models if m.name in artifacts}
-                baseline = sources.baselines(group)
-                runners = {}
-                try:
-                    for name, path in artifacts.items():
-                        runners[name] = group[name].load(path, t, threads)
-                        warning = _cpu_mismatch(path, env["cpu"].get("class"))
-                        if warning:
-                            log(warning)
-                            out["cpu_mismatch"].append({"model": name, "target": t.name, "precision": precision,
-                                                        "warning": warning})
-                    accuracy = {name: evaluate_runner(r, eval_sets[name], group[name].preprocessing)
-                                for name, r in runners.items() if eval_sets[name] is not None}
-                    for batch in cfg.batches:
-                        feeds, prep = {}, {}
-                        for name, m in group.items():
-                            images, feeds[name] = sources.feed(m, eval_sets[name], batch)
-                            prep[name] = None if images is None else _preprocess_ms(m.preprocessing, images)
-                        log(f"timing {t.name} {precision} batch {batch}: {', '.join(runners)}")
-                        stats = measure_interleaved(
-                            {n: (lambda r=r, x=feeds[n]: r.infer(x)) for n, r in runners.items()},
-                            batch=batch, min_time_s=cfg.min_time_s, max_time_s=cfg.max_time_s,
-                            min_iters=cfg.min_iters, pause_s=cfg.pause_s, progress=progress)
-                        for name, m in group.items():
-                            out["entries"].append(R.make_entry(
-                                model=name, arch=m.arch, baseline=baseline[name], target=t.name,
-                                precision=precision, batch=batch, latency=stats[name], artifact=artifacts[name],
-                                accuracy=accuracy.get(name), gmacs=m.macs / 1e9 if m.macs else None,
-                                peak_gflops=peak_for(peaks, t.name, precision),
-                                preprocess_ms_per_image=prep[name], source=m.kind,
-                                input="synthetic" if eval_sets[name] is None else "images"))
-                            if profiling[t.name]:  # after the timed loop, so it cannot disturb it
-                                out["entries"][-1]["profile"] = profile(
-                                    artifacts[name], batch, cfg.profile_runs, threads, images=feeds[name]).to_dict()
-                            if baseline[name]:
-                                cmp = R.make_comparison(baseline[name], name, stats[baseline[name]], stats[name],
-                                                        target=t.name, precision=precision, batch=batch)
-                                out["comparisons"].append(cmp)
-                                out["entries"][-1]["speedup_vs_baseline"] = cmp["ratio"]
-                finally:
-                    for r in runners.values():
-                        r.close()
+                _time_group(state, t, precision)
         out["tegrastats"] = tegra.summary()
-    return R.fill_speedups(out)
+    return results.fill_speedups(out)
+
+
+def _time_group(state: _Run, target, precision: str) -> None:
+    """Every model that runs on `target` at `precision`: built or found, loaded, scored, then timed per batch."""
+    cfg = state.cfg
+    artifacts = {m.name: p for m in state.models
+                 if (p := m.runs_on(target, precision, cfg.workdir, cfg.calib_size, state.log)) is not None}
+    models = {m.name: m for m in state.models if m.name in artifacts}
+    group = _Group(target.name, precision, models, artifacts, sources.baselines(models))
+    try:
+        for name, path in artifacts.items():
+            group.runners[name] = models[name].load(path, target, state.threads)
+            _note_cpu_mismatch(state, group, name, path)
+        group.accuracy = {name: evaluate_runner(r, state.eval_sets[name], models[name].preprocessing)
+                          for name, r in group.runners.items() if state.eval_sets[name] is not None}
+        for batch in cfg.batches:
+            _time_batch(state, group, batch)
+    finally:
+        for r in group.runners.values():
+            r.close()
+
+
+def _note_cpu_mismatch(state: _Run, group: _Group, name: str, path: Path) -> None:
+    """Log and record the warning for an INT8 artifact built for another CPU class than this host's."""
+    warning = _cpu_mismatch(path, state.host_class)
+    if warning:
+        state.log(warning)
+        state.out["cpu_mismatch"].append({"model": name, "target": group.target, "precision": group.precision,
+                                          "warning": warning})
+
+
+def _time_batch(state: _Run, group: _Group, batch: int) -> None:
+    """One interleaved timing loop of the group's runners at `batch`, then an entry per model."""
+    feeds, prep = {}, {}
+    for name, m in group.models.items():
+        images, feeds[name] = sources.feed(m, state.eval_sets[name], batch)
+        prep[name] = None if images is None else _preprocess_ms(m.preprocessing, images)
+    state.log(f"timing {group.target} {group.precision} batch {batch}: {', '.join(group.runners)}")
+    cfg = state.cfg
+    stats = measure_interleaved(
+        {n: (lambda r=r, x=feeds[n]: r.infer(x)) for n, r in group.runners.items()},
+        batch=batch, min_time_s=cfg.min_time_s, max_time_s=cfg.max_time_s,
+        min_iters=cfg.min_iters, pause_s=cfg.pause_s, progress=state.progress)
+    for name in group.models:
+        _record(state, group, batch, name, stats, feeds[name], prep[name])
+
+
+def _record(state: _Run, group: _Group, batch: int, name: str, stats: dict, feed, prep_ms: float | None) -> None:
+    """A model's entry at one batch, with its profile when asked and its speed-up over its baseline."""
+    m, baseline = group.models[name], group.baseline[name]
+    entry = results.make_entry(
+        model=name, arch=m.arch, baseline=baseline, target=group.target, precision=group.precision, batch=batch,
+        latency=stats[name], artifact=group.artifacts[name], accuracy=group.accuracy.get(name),
+        gmacs=m.macs / 1e9 if m.macs else None, peak_gflops=peak_for(state.peaks, group.target, group.precision),
+        preprocess_ms_per_image=prep_ms, source=m.kind,
+        input="synthetic" if state.eval_sets[name] is None else "images")
+    state.out["entries"].append(entry)
+    if state.profiling[group.target]:  # after the timed loop, so it cannot disturb it
+        entry["profile"] = profile(group.artifacts[name], batch, state.cfg.profile_runs, state.threads,
+                                   images=feed).to_dict()
+    if baseline:
+        cmp = results.make_comparison(baseline, name, stats[baseline], stats[name],
+                                      target=group.target, precision=group.precision, batch=batch)
+        state.out["comparisons"].append(cmp)
+        entry["speedup_vs_baseline"] = cmp["ratio"]

@@ -1,7 +1,7 @@
-"""ONNX model -> runtime artifact: calibration, the CPU class's INT8 recipe, and the accuracy guard.
+"""ONNX model -> runtime artifact: calibration, the INT8 plan (int8_policy), and the accuracy guard.
 
 An INT8 build scores itself against FP32 on held-out labelled photos (never the calibration
-photos) and keeps more of the model in float until it keeps 99% of the FP32 top-1 (MLPerf's
+photos) and keeps more of the model in float (int8_policy.guard_steps) until it keeps 99% of the FP32 top-1 (MLPerf's
 rule for a quantized classifier), or `max_accuracy_drop` points when given. What it tried and
 what stayed in float go in the manifest's `accuracy_bound`.
 """
@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from wae_deploy.convert.quantize import int8_plan
+from wae_deploy.convert.int8_policy import guard_steps, int8_plan
 from wae_deploy.convert.targets import Target, get_target
 from wae_deploy.core import atomic
 from wae_deploy.core.errors import UserError
@@ -29,8 +29,6 @@ GUARD_FRACTION = 0.99    # INT8 keeps at least 99% of the FP32 top-1 by default
 # 5,000 brings it to ~0.2. Fewer than MIN_HELD_OUT cannot tell a 1% drop from chance.
 EVAL_SIZE = 5000
 MIN_HELD_OUT = 100
-# Parts kept in float one more at a time while INT8 costs more than the bound (quantize.PARTS).
-STEPS = ("encoder-first", "encoder", "high", "fusion")
 
 
 def default_artifact(onnx_path: Path, target: str, precision: str) -> Path:
@@ -100,13 +98,13 @@ def build(onnx_path: str | Path, target_name: str | Target, precision: str, out:
         return art.updated(accuracy_bound={"guarded": False, "why": unguarded})
     bound = ({"rule": "points", "max_drop": max_accuracy_drop} if max_accuracy_drop is not None
              else {"rule": "fraction of FP32", "fraction": GUARD_FRACTION})
-    decomposed = precision == "int8" and info.config.get("decomposition") in ("wae", "dwt")
+    steps = guard_steps(keep_float, precision, info.config.get("decomposition"))
     scores = {} if fp32_scores is None else fp32_scores
     key = (sha256(onnx_path), source, calib_size, len(held_out))  # which photos were drawn
     if key not in scores:
         scores[key] = _fp32_top1(onnx_path, held_out, info.preprocessing, out)
     art, evidence = _search(target, onnx_path, precision, calib, out, held_out, info.preprocessing, bound,
-                            scores[key], _steps(keep_float, decomposed), meta, options, log)
+                            scores[key], steps, meta, options, log)
     return art.updated(accuracy_bound={"guarded": True, **bound, **evidence, "held_out_source": source,
                                        "seconds": round(time.perf_counter() - t0, 1)})
 
@@ -139,17 +137,6 @@ def _unguarded(precision: str, info, max_accuracy_drop, accuracy_guard: bool) ->
     if info.extra.get("untrained"):
         return "untrained weights have no accuracy to keep"
     return None
-
-
-def _steps(keep_float: tuple[str, ...], decomposed: bool) -> list[tuple[str, ...]]:
-    """What stays in float at each step: `keep_float`, then one part of the WAE more at a time."""
-    steps = [tuple(keep_float)]
-    for part in STEPS if decomposed else ():
-        kept = steps[-1]
-        if part in kept or (part == "encoder-first" and "encoder" in kept):
-            continue
-        steps.append(tuple(p for p in (*kept, part) if not (part == "encoder" and p == "encoder-first")))
-    return steps
 
 
 def _fp32_top1(onnx_path: Path, held_out: ImageSet, spec, out: Path) -> float:

@@ -7,7 +7,8 @@ quantizer lands (after a Flatten or a Concat, for instance) the layer is left "w
 
 ONNX Runtime cannot fuse that into QGemm/QLinearConv, so it turns the weight back into FP32 on
 every call and runs the layer in FP32 (on the WAE-VGG16, the fusion head's first FC spent 22.5%
-of the whole call in that DequantizeLinear). Two repairs, chosen per layer by measurement (build.py):
+of the whole call in that DequantizeLinear). Two repairs, chosen per layer by measurement
+(int8_policy.pick_repair, on timings from targets/onnxruntime.py):
 
     fold_weights(model, layers)         the DequantizeLinear computed once, at build time, into an
                                         FP32 constant: same numbers, FP32 speed, 4x the weight bytes

@@ -1,9 +1,6 @@
-"""INT8 post-training quantization through NNCF: one calibration recipe for every runtime.
-
-The same recipe (symmetric INT8, per-channel weights: NNCF's "performance" preset) serves
-ONNX Runtime and TensorRT (as a Q/DQ ONNX model) and OpenVINO (as an IR with FakeQuantize).
-Parts of the model can be kept in float by module name: export names every node after
-the module that made it ("decomposer.body.0/Conv"), so a part is a name prefix.
+"""INT8 post-training quantization through NNCF, as int8_policy decides it: its preset, the parts
+kept in float (an ignored scope of node-name patterns), the CPU class's overflow fix; and NNCF's
+per-layer accuracy search, with what it left in float read back from the model it returned.
 """
 
 from __future__ import annotations
@@ -12,84 +9,21 @@ import contextlib
 import io
 import logging
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
+from wae_deploy.convert.int8_policy import PRESET, float_patterns
 from wae_deploy.core.errors import UserError
 from wae_deploy.core.extras import install_command
 from wae_deploy.runtime.data import ImageSet
 from wae_deploy.runtime.preprocess import Preprocessing
 
-# What a WAE makes sensitive to INT8, in the order the accuracy-bounded build keeps it in
-# float: the encoder (its 3- and 16-channel convolutions gain little from INT8 and feed
-# everything), the low-energy high-frequency branch, then the fusion head. A module's own
-# operations are named "<module>/Op" and its children's "<module>.<child>/Op" (the DWT's
-# single convolution is "decomposer/Conv", the WAE's are "decomposer.body.0/Conv").
-PARTS = {
-    "encoder": r"^decomposer[./]",
-    # The encoder's first convolution alone (the DWT's one convolution): it reads the raw image
-    # through 3 input channels, where 7-bit weights (the overflow fix below) cost most.
-    "encoder-first": r"^decomposer(\.body\.0)?/",
-    "high": r"^(high|norm_high)[./]",
-    "fusion": r"^fusion[./]",
-}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How INT8 is built for one CPU class: NNCF's options and the parts kept in float from the start."""
-
-    overflow_fix: bool
-    keep_float: tuple[str, ...]
-    why: str
-
-
-# Measured on the Imagenette WAE and VGG16 (benchmarks/int8-isa-avx2.json). Without VNNI, u8 x s8
-# products are summed in pairs into 16 bits with saturation (vpmaddubsw): NNCF's default cost the
-# WAE 2.0 (ONNX Runtime) and 2.7 (OpenVINO) top-1 on an AVX2 host. 7-bit weights everywhere (the
-# overflow fix) cannot saturate and gave back 0.8 / 1.5; the first encoder convolution (3 input
-# channels) in float too leaves a drop of 0.8 / 0.7 on val and on 9,169 held-out training photos
-# alike (99.1-99.3% of FP32), at about the default's speed. The whole encoder in float was 0.3
-# more exact and 15% slower on OpenVINO: the guard's next step when a model needs it. AVX-512
-# without VNNI has the same instruction (not measured: no such host yet). With VNNI or AMX the
-# products are summed in 32 bits and NNCF's default kept 99%.
-_NO_VNNI = Recipe(True, ("encoder-first",), "no VNNI (16-bit saturating INT8 sums): 7-bit weights, the WAE "
-                                            "encoder's first convolution in float")
-_VNNI = Recipe(False, (), "VNNI/AMX sum INT8 products in 32 bits: NNCF's default recipe")
-RECIPES = {"avx2": _NO_VNNI, "avx512": _NO_VNNI, "avx512-vnni": _VNNI, "avx-vnni": _VNNI, "amx": _VNNI}
-UNKNOWN = Recipe(True, ("encoder-first",), "unknown CPU class: the no-VNNI recipe, which is safe on any x86")
-
-
-def int8_plan(cpu_class: str | None, decomposition: str | None, keep_float=(), cpu_target: bool = True,
-              log=lambda line: None) -> tuple[tuple[str, ...], bool, dict]:
-    """-> (parts kept in float, NNCF's overflow fix, the manifest's `quantization`) for one INT8 build.
-
-    `cpu_target`: the CPU class's recipe applies to ONNX Runtime and OpenVINO; a GPU engine gets neither.
-    """
-    kept = list(keep_float)
-    recipe = RECIPES.get(cpu_class, UNKNOWN) if cpu_target else Recipe(False, (), "GPU: NNCF's default recipe")
-    if decomposition == "dwt" and "encoder" not in kept:
-        # Rounded to INT8, the fixed 9/7 filters no longer sum to zero: the diagonal band passes
-        # 0.13 of the image's local mean, which its normalisation then magnifies (Imagenette:
-        # -5.2 top-1, -0.7 to -0.9 with the wavelet in float; benchmarks/dwt-int8.json). It is
-        # one small grouped convolution, so float costs next to nothing, on every target.
-        kept.insert(0, "encoder")
-        log("  INT8 keeps the 9/7 wavelet in float (its rounded filters leak the image mean into the high bands)")
-    if decomposition in ("wae", "dwt"):
-        kept = [*recipe.keep_float, *kept]
-    kept = tuple(dict.fromkeys(p for p in kept if not (p == "encoder-first" and "encoder" in kept)))
-    if cpu_target:
-        log(f"  INT8 recipe for {cpu_class or 'an unknown CPU class'}: {recipe.why}")
-    return kept, recipe.overflow_fix, {"cpu_class": cpu_class if cpu_target else None,
-                                       "overflow_fix": recipe.overflow_fix,
-                                       "recipe_keep_float": list(recipe.keep_float), "why": recipe.why}
-
 
 def ignored_scope(keep_float: tuple[str, ...] | list[str]):
+    """NNCF's scope of nodes left in float: the parts' name patterns (int8_policy.float_patterns)."""
     import nncf
 
-    return nncf.IgnoredScope(patterns=[PARTS.get(p, p) for p in keep_float], validate=False)
+    return nncf.IgnoredScope(patterns=float_patterns(keep_float), validate=False)
 
 
 def calibration_dataset(calib: ImageSet, spec: Preprocessing, input_name: str | None = None):
@@ -126,7 +60,7 @@ def _nncf():
 
 
 def _common(nncf, calib: ImageSet, keep_float) -> dict:
-    return dict(preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
+    return dict(preset=nncf.QuantizationPreset(PRESET), subset_size=len(calib),
                 ignored_scope=ignored_scope(keep_float) if keep_float else None)
 
 

@@ -32,7 +32,7 @@ KEYS = ("format", "schema_version", "target", "precision", "runtime_version", "a
         "source_metadata", "cpu", "quantization")
 # Keys added after schema 1 shipped: written by every build, tolerated when missing from older artifacts.
 # "cpu": {"class": the CPU class the build is for, "measured_on": the class of the host that built and
-# scored it} (None for a GPU artifact); "quantization": the INT8 recipe (quantize.int8_plan).
+# scored it} (None for a GPU artifact); "quantization": the INT8 recipe (convert.int8_policy.int8_plan).
 ADDED_KEYS = ("source_metadata", "cpu", "quantization")
 _TOOLS = ("onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "torch")
 

@@ -102,7 +102,7 @@ def cpu_features(flags: set[str]) -> dict:
 
 # The x86 instruction classes that decide how INT8 runs, in the order they are told apart. Without
 # VNNI, u8 x s8 products are summed in pairs into 16 bits with saturation (vpmaddubsw): INT8 is
-# both slower and inexact there, so builds quantize differently (quantize.RECIPES).
+# both slower and inexact there, so builds quantize differently (convert.int8_policy.RECIPES).
 CPU_CLASSES = ("avx2", "avx512", "avx512-vnni", "avx-vnni", "amx")
 
 

@@ -186,61 +186,22 @@ def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MI
         raise UserError(f"--batch must be 'dynamic' or a positive integer, got {batch}")
     ckpt_path = Path(ckpt_path)
     ckpt = ckpt or checkpoint.load(ckpt_path)
-    out = Path(out) if out else ckpt_path.with_suffix(".onnx")
-    atomic.check_writable(out, "file")
-    if out.suffix == ".json":
-        raise UserError(f"-o {out}: the manifest is written beside the model as {out.stem}.json; "
-                        "give the model another name (e.g. .onnx)")
-    for written in (out, out.with_suffix(".json")):
-        if written.resolve() == ckpt_path.resolve():
-            raise UserError(f"-o {out} would overwrite the checkpoint {ckpt_path}")
+    out = _output_path(ckpt_path, out)
     model = ckpt.build_model()
-    spec = ckpt.preprocessing
     size = ckpt.config["input_size"]
-
-    # Real images for verification: the model's own evaluation split, through its own preprocessing.
-    if verify > 0:
-        root = Path(data) if data else default_data_root(spec)
-        images = spec.normalize(load_split(root, "test", spec).sample(verify, seed=0).images)
-    else:
-        images = np.random.default_rng(0).standard_normal((2, 3, size, size), dtype=np.float32)
+    images = _verification_images(ckpt.preprocessing, size, verify, data)
     example = torch.from_numpy(images[:2] if batch is None else np.resize(images, (batch, 3, size, size)))
     raw = to_onnx(model, example, opset, batch, ["logits"])
-    info = onnx_meta.ModelInfo(
-        arch=ckpt.arch, classes=ckpt.classes, preprocessing=spec,
-        config={**ckpt.config, "decomposition": getattr(model, "kind", "plain")},
-        checkpoint_sha256=checkpoint.sha256(ckpt_path), version=__version__,
-        extra={"metrics": ckpt.metrics.get("test", {}),
-               # so that `bench` can report GFLOP/s and pair a WAE with its baseline without torch
-               "macs": count(model, size).total_macs, "baseline_arch": baseline_of(ckpt.arch),
-               **({"untrained": True} if ckpt.metrics.get("untrained") else {})})
-
-    final, used, note = raw, "none", None
-    if simplifier != "none":
-        try:
-            final, used = simplify(raw, simplifier), simplifier
-        except Exception as e:  # noqa: BLE001 - a failing simplifier must not stop the export
-            note = f"{simplifier} failed ({str(e).splitlines()[0][:120]}); kept the unsimplified graph"
-
+    info = _model_info(ckpt, ckpt_path, model)
+    final, used, note = _simplified(raw, simplifier)
     check = {}
     if verify > 0:
         final, used, broke, check = verified(model, raw, final, used, images, batch)
         note = broke or note
-    onnx_meta.write(final, info)
-    try:
-        onnx.checker.check_model(final)
-    except onnx.checker.ValidationError as e:
-        raise UserError(f"exported graph fails the ONNX checker: {str(e).splitlines()[0]}") from e
-    data_bytes = final.SerializeToString(deterministic=True)
-    atomic.write_bytes(out, data_bytes)
-
+    data_bytes = _write_checked(final, info, out)
     written = [out]
     if parts and isinstance(model, Decomposed):
-        enc = to_onnx(_Encoder(model), example, opset, batch, ["low", "high"])
-        onnx_meta.write(enc, info)
-        enc_path = out.with_name(out.stem + ".encoder.onnx")
-        atomic.write_bytes(enc_path, enc.SerializeToString(deterministic=True))
-        written.append(enc_path)
+        written.append(_write_encoder(model, example, opset, batch, info, out))
     elif parts:
         note = (note + "; " if note else "") + f"--parts: {ckpt.arch} has no decomposition to export"
 
@@ -257,6 +218,73 @@ def export(ckpt_path: str | Path, out: str | Path | None = None, opset: int = MI
     }
     atomic.write_text(out.with_suffix(".json"), json.dumps(manifest, indent=2) + "\n")
     return ExportResult(out, manifest)
+
+
+def _output_path(ckpt_path: Path, out: str | Path | None) -> Path:
+    """Where the model goes (default: beside the checkpoint); refuses a path whose model or manifest
+    would overwrite the checkpoint, or a .json name the manifest would take."""
+    out = Path(out) if out else ckpt_path.with_suffix(".onnx")
+    atomic.check_writable(out, "file")
+    if out.suffix == ".json":
+        raise UserError(f"-o {out}: the manifest is written beside the model as {out.stem}.json; "
+                        "give the model another name (e.g. .onnx)")
+    for written in (out, out.with_suffix(".json")):
+        if written.resolve() == ckpt_path.resolve():
+            raise UserError(f"-o {out} would overwrite the checkpoint {ckpt_path}")
+    return out
+
+
+def _verification_images(spec, size: int, verify: int, data: str | Path | None) -> np.ndarray:
+    """Real images for verification: the model's own evaluation split, through its own preprocessing;
+    without verification, two random ones (the exporter still needs an example input)."""
+    if verify > 0:
+        root = Path(data) if data else default_data_root(spec)
+        return spec.normalize(load_split(root, "test", spec).sample(verify, seed=0).images)
+    return np.random.default_rng(0).standard_normal((2, 3, size, size), dtype=np.float32)
+
+
+def _model_info(ckpt: checkpoint.Checkpoint, ckpt_path: Path, model: torch.nn.Module) -> onnx_meta.ModelInfo:
+    """The ONNX metadata: what build and bench need to know without the checkpoint."""
+    return onnx_meta.ModelInfo(
+        arch=ckpt.arch, classes=ckpt.classes, preprocessing=ckpt.preprocessing,
+        config={**ckpt.config, "decomposition": getattr(model, "kind", "plain")},
+        checkpoint_sha256=checkpoint.sha256(ckpt_path), version=__version__,
+        extra={"metrics": ckpt.metrics.get("test", {}),
+               # so that `bench` can report GFLOP/s and pair a WAE with its baseline without torch
+               "macs": count(model, ckpt.config["input_size"]).total_macs, "baseline_arch": baseline_of(ckpt.arch),
+               **({"untrained": True} if ckpt.metrics.get("untrained") else {})})
+
+
+def _simplified(raw: onnx.ModelProto, simplifier: str) -> tuple[onnx.ModelProto, str, str | None]:
+    """-> (the graph, the simplifier that made it, a note): a failing simplifier leaves the raw export."""
+    if simplifier == "none":
+        return raw, "none", None
+    try:
+        return simplify(raw, simplifier), simplifier, None
+    except Exception as e:  # noqa: BLE001 - a failing simplifier must not stop the export
+        return raw, "none", f"{simplifier} failed ({str(e).splitlines()[0][:120]}); kept the unsimplified graph"
+
+
+def _write_checked(final: onnx.ModelProto, info: onnx_meta.ModelInfo, out: Path) -> bytes:
+    """Write the model with its metadata to `out` once the ONNX checker passes it; -> the bytes written."""
+    onnx_meta.write(final, info)
+    try:
+        onnx.checker.check_model(final)
+    except onnx.checker.ValidationError as e:
+        raise UserError(f"exported graph fails the ONNX checker: {str(e).splitlines()[0]}") from e
+    data_bytes = final.SerializeToString(deterministic=True)
+    atomic.write_bytes(out, data_bytes)
+    return data_bytes
+
+
+def _write_encoder(model: Decomposed, example: torch.Tensor, opset: int, batch: int | None,
+                   info: onnx_meta.ModelInfo, out: Path) -> Path:
+    """--parts: the decomposition alone (outputs low, high) beside the model as <stem>.encoder.onnx."""
+    enc = to_onnx(_Encoder(model), example, opset, batch, ["low", "high"])
+    onnx_meta.write(enc, info)
+    enc_path = out.with_name(out.stem + ".encoder.onnx")
+    atomic.write_bytes(enc_path, enc.SerializeToString(deterministic=True))
+    return enc_path
 
 
 def _passes(check: dict) -> bool:

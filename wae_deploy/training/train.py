@@ -30,7 +30,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ from wae_deploy.runtime.data import ImageSet, default_data_root, load_split
 from wae_deploy.runtime.machine import cpu_flags, cpu_has, memory_bytes
 from wae_deploy.runtime.metrics import accuracy
 from wae_deploy.runtime.preprocess import Preprocessing
-from wae_deploy.training import checkpoint, distributed
+from wae_deploy.training import checkpoint, distributed, stream
 from wae_deploy.training.models import Decomposed, create_model, default_preprocessing, parse_arch
 from wae_deploy.training.models.wae import decomposition_stats, init_haar, wae_loss
 
@@ -408,7 +408,6 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress=None) -
 def _must_stream(cfg, root: Path, crop: int, ctx: distributed.Context, log) -> bool:
     """An ImageNet layout the in-memory path cannot take streams without --stream: one whose decoded
     pixels (one copy per local rank) would fill more than half the memory, or one with a flat val/."""
-    from wae_deploy.training import stream
     if cfg.stream or not stream.is_imagenet_layout(root):
         return False
 
@@ -428,167 +427,304 @@ def _must_stream(cfg, root: Path, crop: int, ctx: distributed.Context, log) -> b
     return reason is not None
 
 
+@dataclass
+class _Data:
+    """The training and test splits: in memory (images as one tensor), or file lists decoded in worker
+    processes (--stream: stream.py), with the count of images that failed to decode."""
+
+    train: ImageSet | stream.FileList
+    test: ImageSet | stream.FileList
+    images: torch.Tensor | None = None        # in memory: N x 3 x H x W uint8
+    labels: torch.Tensor | None = None        # in memory
+    streamed: stream.StreamSet | None = None  # --stream
+    bad: stream.BadImages | None = None       # --stream
+
+
+@dataclass
+class _Run:
+    """One training run: what is fixed once it is set up, and what it has done so far."""
+
+    cfg: TrainConfig
+    ctx: distributed.Context
+    log: Callable[[str], None]
+    progress: object | None      # a rich Progress on rank 0, or None
+    spec: Preprocessing
+    random_crops: bool           # photo models: random-resized crops; CIFAR: padded crops (augment)
+    root: Path
+    data: _Data
+    model: torch.nn.Module
+    teacher: torch.nn.Module | None
+    amp: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    plan: list[tuple[str, int]]
+    steps_per_epoch: int
+    history: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0
+    result: dict | None = None   # the last test score
+    norm: Normalizer = field(init=False)
+
+    def __post_init__(self):
+        self.norm = Normalizer(self.spec)
+
+    @property
+    def state_file(self) -> Path:
+        """Where the resumable state is written after each epoch."""
+        return _state_path(self.cfg.out)
+
+
+@dataclass
+class _Tally:
+    """One epoch's training numbers on this rank."""
+
+    loss: float = 0.0            # summed over this rank's images
+    correct: int = 0
+    seen: int = 0
+    step_sums: list[float] = field(default_factory=list)  # each step's loss summed over this rank's images
+    step_sizes: list[int] = field(default_factory=list)   # each step's global batch size
+
+    def add(self, loss_sum: float, global_size: int, images: int, logits, y) -> None:
+        """One step: its loss summed over this rank's images, the global batch's size, this rank's
+        images, and their hits where the stage has logits (not stage 1)."""
+        self.step_sums.append(loss_sum)
+        self.step_sizes.append(global_size)
+        self.loss += loss_sum
+        self.seen += images
+        if logits is not None:
+            self.correct += int((logits.argmax(1) == y).sum())
+
+
 def _train(cfg, kind, family, ctx: distributed.Context, log, progress,
            route: str = "onednn") -> checkpoint.Checkpoint | None:
-    dev = ctx.device
-    amp = _precision(cfg, dev)
+    """The run set up, resumed where asked, then each stage's epochs in turn."""
+    run = _setup(cfg, kind, family, ctx, log, progress, route)
+    start_stage, start_epoch, saved = _resume(run) if run.cfg.resume else (0, 0, None)
+    global_epoch = sum(n for _, n in run.plan[:start_stage]) + start_epoch
+    for si in range(start_stage, len(run.plan)):
+        first = start_epoch if si == start_stage else 0
+        global_epoch = _train_stage(run, si, first, saved if si == start_stage and first > 0 else None, global_epoch)
+    if not ctx.main:
+        return None
+    if run.result is None:
+        raise UserError("nothing to train: every stage has zero epochs")
+    run.state_file.unlink(missing_ok=True)
+    return checkpoint.load(run.cfg.out)
+
+
+def _setup(cfg, kind, family, ctx: distributed.Context, log, progress, route: str) -> _Run:
+    """Everything before the first step: precision, data, model, teacher, loss scaler and stage plan."""
+    amp = _precision(cfg, ctx.device)
     if cfg.sync_bn and ctx.world == 1:
         log("--sync-bn: one process, BatchNorm is already over the whole batch")
     spec = default_preprocessing(cfg.arch)
     root = Path(cfg.data) if cfg.data else default_data_root(spec)
+    cfg, data = _load_data(cfg, spec, family, root, ctx, log)
+    model = _build_model(cfg, kind, len(data.train.classes), spec, ctx, route)
+    teacher = _teacher(cfg, spec, data.train.classes, ctx.device)
+    plan = stages(cfg)
+    # fp16 gradients underflow without loss scaling; for bf16 and FP32 the scaler passes through.
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp is torch.float16)
+    return _Run(cfg, ctx, log, progress, spec, bool(family.train_size), root, data, model, teacher, amp, scaler,
+                plan, _steps_per_epoch(cfg, len(data.train), ctx.world))
+
+
+def _load_data(cfg, spec: Preprocessing, family, root: Path, ctx: distributed.Context,
+               log) -> tuple[TrainConfig, _Data]:
+    """The splits, streamed when asked or when memory is short (_must_stream); -> (the config as run, the data)."""
     # Photo models train on random-resized crops of a larger decode; CIFAR on padded crops.
     train_spec = (dataclasses.replace(spec, resize=family.train_size, crop=family.train_size)
                   if family.train_size else spec)
     if _must_stream(cfg, root, train_spec.crop, ctx, log):
         cfg = dataclasses.replace(cfg, stream=True)
-    if cfg.stream:
-        from wae_deploy.training import stream
-        train_set, test_set = stream.list_split(root, "train"), stream.list_split(root, "test")
-        if cfg.limit_eval and cfg.limit_eval < len(test_set):
-            keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(test_set))[:cfg.limit_eval])
-            test_set = stream.FileList([test_set.files[i] for i in keep], test_set.labels[keep], test_set.classes)
-        bad = stream.BadImages(cfg.max_bad_images)
-        streamed = stream.StreamSet(train_set, spec, train=True, seed=cfg.seed)
-    else:
-        train_set, test_set = load_split(root, "train", train_spec), load_split(root, "test", spec)
-        if cfg.limit_eval:
-            test_set = test_set.sample(cfg.limit_eval, seed=cfg.seed)
-    if len(train_set.classes) != len(test_set.classes):
+    data = _streamed_data(cfg, root, spec) if cfg.stream else _memory_data(cfg, root, spec, train_spec)
+    if len(data.train.classes) != len(data.test.classes):
         raise UserError(f"train and test splits of {root} have different classes")
-    num_classes = len(train_set.classes)
+    return cfg, data
+
+
+def _streamed_data(cfg, root: Path, spec: Preprocessing) -> _Data:
+    """--stream: the splits' file lists; --limit-eval keeps a seeded sample of the test files."""
+    train_set, test_set = stream.list_split(root, "train"), stream.list_split(root, "test")
+    if cfg.limit_eval and cfg.limit_eval < len(test_set):
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(test_set))[:cfg.limit_eval])
+        test_set = stream.FileList([test_set.files[i] for i in keep], test_set.labels[keep], test_set.classes)
+    bad = stream.BadImages(cfg.max_bad_images)
+    return _Data(train_set, test_set, streamed=stream.StreamSet(train_set, spec, train=True, seed=cfg.seed), bad=bad)
+
+
+def _memory_data(cfg, root: Path, spec: Preprocessing, train_spec: Preprocessing) -> _Data:
+    """The splits decoded into memory; --limit-eval keeps a seeded sample of the test images."""
+    train_set, test_set = load_split(root, "train", train_spec), load_split(root, "test", spec)
+    if cfg.limit_eval:
+        test_set = test_set.sample(cfg.limit_eval, seed=cfg.seed)
+    images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous()
+    return _Data(train_set, test_set, images=images, labels=torch.from_numpy(train_set.labels))
+
+
+def _build_model(cfg, kind: str, num_classes: int, spec: Preprocessing, ctx: distributed.Context,
+                 route: str) -> torch.nn.Module:
+    """The seeded network on the device, channels-last: a WAE from the Haar split unless asked otherwise,
+    BatchNorm synced over the ranks with --sync-bn."""
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, num_classes=num_classes, input_size=spec.crop)
     if kind == "wae" and cfg.wae_init == "haar":
         init_haar(model.decomposer, model.decoder)
     if cfg.sync_bn and ctx.world > 1:
         model = distributed.sync_batchnorm(model, ctx)
-    model = model.to(dev, memory_format=torch.channels_last)  # ~1.2x faster convolutions on this CPU
+    model = model.to(ctx.device, memory_format=torch.channels_last)  # ~1.2x faster convolutions on this CPU
     if route == "nchw":  # around oneDNN's broken AVX2 kernel (ONEDNN_ENV); hooks stay with this model only
         nchw_convolutions(model)
-    teacher = _teacher(cfg, spec, train_set.classes, dev)
-    plan = stages(cfg)
-    norm = Normalizer(spec)
-    if not cfg.stream:
-        images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous()
-    labels = torch.from_numpy(train_set.labels)
+    return model
+
+
+def _steps_per_epoch(cfg, images: int, world: int) -> int:
+    """Global batches per epoch, at most --limit-batches."""
     # A last global batch too small to give every rank an image is dropped (one process keeps it).
-    full, rest = divmod(len(train_set), cfg.batch_size)
-    steps_per_epoch = full + (rest >= ctx.world)
-    if cfg.limit_batches:
-        steps_per_epoch = min(steps_per_epoch, cfg.limit_batches)
-    # fp16 gradients underflow without loss scaling; for bf16 and FP32 the scaler passes through.
-    scaler = torch.amp.GradScaler(dev.type, enabled=amp is torch.float16)
+    full, rest = divmod(images, cfg.batch_size)
+    steps = full + (rest >= world)
+    return min(steps, cfg.limit_batches) if cfg.limit_batches else steps
 
-    history, elapsed, start_stage, start_epoch, state = [], 0.0, 0, 0, None
-    state_file = _state_path(cfg.out)
-    if cfg.resume:
-        state = distributed.from_main(lambda: _read_state(cfg, state_file), ctx)
-        model.load_state_dict(state["model"])
-        history, elapsed = state["history"], state["elapsed"]
-        start_stage, start_epoch = state["stage_index"], state["epoch_in_stage"]
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        log(f"resuming at stage {plan[start_stage][0] if start_stage < len(plan) else 'done'}, epoch {start_epoch + 1}")
 
-    result = None
-    global_epoch = sum(n for _, n in plan[:start_stage]) + start_epoch
-    for si in range(start_stage, len(plan)):
-        stage, n_epochs = plan[si]
-        opt, sched = _optimizer(model, stage, cfg, n_epochs * steps_per_epoch)
-        _train_only(model, stage, cfg.lr)
-        step_loss = distributed.wrap(_StageLoss(model, stage, cfg, teacher), ctx)
-        first = start_epoch if si == start_stage else 0
-        if state is not None and si == start_stage and first > 0:
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-        for epoch in range(first, n_epochs):
-            t0 = time.perf_counter()
-            seed = cfg.seed * 100_003 + global_epoch
-            gen = torch.Generator().manual_seed(seed)
-            torch.manual_seed(seed + 1_000_003 * ctx.rank)  # dropout: rank 0 draws what one process does
-            order = torch.randperm(len(train_set), generator=gen)
-            model.train()
-            totals = {"loss": 0.0, "correct": 0, "seen": 0}
-            step_sums, step_sizes = [], []  # each step's loss summed over this rank's images; global batch sizes
-            task = (progress.add_task(f"{cfg.arch} {stage} {epoch + 1}/{n_epochs}", total=steps_per_epoch)
-                    if progress else None)
-            batches = [order[step * cfg.batch_size:(step + 1) * cfg.batch_size] for step in range(steps_per_epoch)]
-            if cfg.stream:
-                streamed.epoch = global_epoch
-                decoded = iter(stream.loader(streamed, [distributed.shard(b, ctx)[1].tolist() for b in batches],
-                                             cfg.workers))
-            for batch in batches:
-                start, idx = distributed.shard(batch, ctx)
-                part = (start, len(batch))
-                if cfg.stream:  # cropped and flipped in the workers; some images may have failed
-                    pixels, y, failed = next(decoded)
-                    bad(failed)
-                    if not len(y):
-                        raise UserError(f"no image of a batch could be decoded (stage {stage}, epoch {epoch + 1})")
-                    idx = y  # counts below are of the images that decoded
-                    x = norm(pixels.to(dev))
-                elif family.train_size:
-                    x = random_resized_crop(norm(images[idx].to(dev)), spec.crop, gen, part=part)
-                else:
-                    x = norm(augment(images[idx], gen, part=part).to(dev))
-                x = x.contiguous(memory_format=torch.channels_last)
-                y = (y if cfg.stream else labels[idx]).to(dev)
-                with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    loss, logits = step_loss(x, y)
-                if not torch.isfinite(loss):
-                    raise UserError(f"training diverged (loss {loss.item()}) in stage {stage}, epoch {epoch + 1}; "
-                                    "lower --lr")
-                opt.zero_grad(set_to_none=True)
-                # DDP averages the ranks' gradients: weighting each rank's mean by its share of the
-                # global batch (x world) makes that average the gradient of the global mean loss.
-                weight = len(idx) * ctx.world / len(batch)
-                scaler.scale(loss * weight).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                step_sums.append(loss.item() * len(idx))
-                step_sizes.append(len(batch))
-                totals["loss"] += step_sums[-1]
-                totals["seen"] += len(idx)
-                if logits is not None:
-                    totals["correct"] += int((logits.argmax(1) == y).sum())
-                if progress:
-                    progress.update(task, advance=1, description=f"{cfg.arch} {stage} {epoch + 1}/{n_epochs} "
-                                    f"loss {totals['loss'] / totals['seen']:.3f}")
-            if progress:
-                progress.remove_task(task)
-            loss_sum, correct, seen, *step_sums = distributed.sum_over_ranks(
-                [totals["loss"], totals["correct"], totals["seen"], *step_sums], ctx)
-            elapsed += time.perf_counter() - t0
+def _resume(run: _Run) -> tuple[int, int, dict]:
+    """--resume: the saved model, history, time and loss scale put back; -> (stage index, epoch in it, the state)."""
+    state = distributed.from_main(lambda: _read_state(run.cfg, run.state_file), run.ctx)
+    run.model.load_state_dict(state["model"])
+    run.history, run.elapsed = state["history"], state["elapsed"]
+    start_stage, start_epoch = state["stage_index"], state["epoch_in_stage"]
+    if "scaler" in state:
+        run.scaler.load_state_dict(state["scaler"])
+    stage = run.plan[start_stage][0] if start_stage < len(run.plan) else "done"
+    run.log(f"resuming at stage {stage}, epoch {start_epoch + 1}")
+    return start_stage, start_epoch, state
+
+
+def _train_stage(run: _Run, si: int, first: int, saved: dict | None, global_epoch: int) -> int:
+    """Stage `si` of the plan from its epoch `first`: its optimizer and schedule (as `saved` left them, on a
+    resume mid-stage), then its epochs; -> the global epoch after it."""
+    stage, n_epochs = run.plan[si]
+    opt, sched = _optimizer(run.model, stage, run.cfg, n_epochs * run.steps_per_epoch)
+    _train_only(run.model, stage, run.cfg.lr)
+    step_loss = distributed.wrap(_StageLoss(run.model, stage, run.cfg, run.teacher), run.ctx)
+    if saved is not None:
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+    for epoch in range(first, n_epochs):
+        t0 = time.perf_counter()
+        tally = _train_epoch(run, stage, epoch, n_epochs, global_epoch, opt, sched, step_loss)
+        sums = distributed.sum_over_ranks([tally.loss, tally.correct, tally.seen, *tally.step_sums], run.ctx)
+        run.elapsed += time.perf_counter() - t0
+        global_epoch += 1
+        if run.ctx.main:
             last = epoch + 1 == n_epochs
-            global_epoch += 1
-            if not ctx.main:
-                continue
-            row = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / seen,
-                   "train_top1": 100.0 * correct / seen if correct else None}
-            if last or result is None or (epoch + 1) % cfg.eval_every == 0:
-                result = evaluate(model, stream.eval_batches(test_set, spec, 500, cfg.workers, bad) if cfg.stream
-                                  else test_set, spec, device=dev)
-                row.update({k: v for k, v in result.items() if k != "n"})
-            row["elapsed_s"] = round(elapsed, 1)
-            history.append(row)
-            log(_format_row(row))
-            if cfg.step_log:
-                _append_steps(cfg.step_log, stage, epoch + 1, [t / n for t, n in zip(step_sums, step_sizes)])
-            ckpt = _checkpoint(cfg, model, train_set.classes, spec, result, history, elapsed, root)
-            checkpoint.save(ckpt, cfg.out)
-            next_stage, next_epoch = (si + 1, 0) if last else (si, epoch + 1)
-            with atomic.atomic_path(state_file) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                            "stage_index": next_stage, "epoch_in_stage": next_epoch, "history": history,
-                            "elapsed": elapsed, "config": dataclasses.asdict(cfg)}, tmp)
-    if not ctx.main:
-        return None
-    if result is None:
-        raise UserError("nothing to train: every stage has zero epochs")
-    state_file.unlink(missing_ok=True)
-    return checkpoint.load(cfg.out)
+            _end_epoch(run, stage, epoch, last, sums, tally.step_sizes)
+            _save_state(run, opt, sched, *((si + 1, 0) if last else (si, epoch + 1)))
+    return global_epoch
+
+
+def _train_epoch(run: _Run, stage: str, epoch: int, n_epochs: int, global_epoch: int, opt, sched,
+                 step_loss) -> _Tally:
+    """One epoch's steps on this rank's share of every global batch, in the epoch's seeded order."""
+    cfg, ctx = run.cfg, run.ctx
+    seed = cfg.seed * 100_003 + global_epoch
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed + 1_000_003 * ctx.rank)  # dropout: rank 0 draws what one process does
+    order = torch.randperm(len(run.data.train), generator=gen)
+    run.model.train()
+    tally = _Tally()
+    label = f"{cfg.arch} {stage} {epoch + 1}/{n_epochs}"
+    task = run.progress.add_task(label, total=run.steps_per_epoch) if run.progress else None
+    batches = [order[step * cfg.batch_size:(step + 1) * cfg.batch_size] for step in range(run.steps_per_epoch)]
+    decoded = _decoded(run, batches, global_epoch) if cfg.stream else None
+    for batch in batches:
+        x, y, images = _inputs(run, batch, gen, decoded, stage, epoch)
+        # DDP averages the ranks' gradients: weighting each rank's mean by its share of the
+        # global batch (x world) makes that average the gradient of the global mean loss.
+        loss, logits = _step(run, step_loss, opt, sched, x, y, images * ctx.world / len(batch), stage, epoch)
+        tally.add(loss.item() * images, len(batch), images, logits, y)
+        if run.progress:
+            run.progress.update(task, advance=1, description=f"{label} loss {tally.loss / tally.seen:.3f}")
+    if run.progress:
+        run.progress.remove_task(task)
+    return tally
+
+
+def _decoded(run: _Run, batches: list[torch.Tensor], global_epoch: int):
+    """--stream: this rank's slice of each batch, decoded, cropped and flipped by the worker processes."""
+    run.data.streamed.epoch = global_epoch
+    return iter(stream.loader(run.data.streamed, [distributed.shard(b, run.ctx)[1].tolist() for b in batches],
+                              run.cfg.workers))
+
+
+def _inputs(run: _Run, batch: torch.Tensor, gen: torch.Generator, decoded, stage: str,
+            epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """This rank's slice of a global batch, augmented and normalised on the device: -> (x, labels, images)."""
+    start, idx = distributed.shard(batch, run.ctx)
+    part = (start, len(batch))
+    dev, norm = run.ctx.device, run.norm
+    if run.cfg.stream:  # cropped and flipped in the workers; some images may have failed
+        pixels, y, failed = next(decoded)
+        run.data.bad(failed)
+        if not len(y):
+            raise UserError(f"no image of a batch could be decoded (stage {stage}, epoch {epoch + 1})")
+        # counts are of the images that decoded
+        return norm(pixels.to(dev)).contiguous(memory_format=torch.channels_last), y.to(dev), len(y)
+    if run.random_crops:
+        x = random_resized_crop(norm(run.data.images[idx].to(dev)), run.spec.crop, gen, part=part)
+    else:
+        x = norm(augment(run.data.images[idx], gen, part=part).to(dev))
+    return x.contiguous(memory_format=torch.channels_last), run.data.labels[idx].to(dev), len(idx)
+
+
+def _step(run: _Run, step_loss, opt, sched, x, y, weight: float, stage: str, epoch: int):
+    """One optimizer step on the loss times `weight`; -> (loss, logits or None). A loss that is not
+    finite stops the run."""
+    dev = run.ctx.device
+    with torch.autocast(dev.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
+        loss, logits = step_loss(x, y)
+    if not torch.isfinite(loss):
+        raise UserError(f"training diverged (loss {loss.item()}) in stage {stage}, epoch {epoch + 1}; lower --lr")
+    opt.zero_grad(set_to_none=True)
+    run.scaler.scale(loss * weight).backward()
+    run.scaler.step(opt)
+    run.scaler.update()
+    sched.step()
+    return loss, logits
+
+
+def _end_epoch(run: _Run, stage: str, epoch: int, last: bool, sums: list, step_sizes: list[int]) -> None:
+    """Rank 0 after an epoch: its history row (with a test score at a stage's end, the first epoch run and
+    every --eval-every), the log line, the step log and the checkpoint."""
+    cfg = run.cfg
+    loss_sum, correct, seen, *step_sums = sums
+    row = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / seen,
+           "train_top1": 100.0 * correct / seen if correct else None}
+    if last or run.result is None or (epoch + 1) % cfg.eval_every == 0:
+        run.result = _test_score(run)
+        row.update({k: v for k, v in run.result.items() if k != "n"})
+    row["elapsed_s"] = round(run.elapsed, 1)
+    run.history.append(row)
+    run.log(_format_row(row))
+    if cfg.step_log:
+        _append_steps(cfg.step_log, stage, epoch + 1, [t / n for t, n in zip(step_sums, step_sizes)])
+    ckpt = _checkpoint(cfg, run.model, run.data.train.classes, run.spec, run.result, run.history, run.elapsed,
+                       run.root)
+    checkpoint.save(ckpt, cfg.out)
+
+
+def _test_score(run: _Run) -> dict:
+    """evaluate on the test split; under --stream the worker processes decode it."""
+    data = run.data.test
+    if run.cfg.stream:
+        data = stream.eval_batches(data, run.spec, 500, run.cfg.workers, run.data.bad)
+    return evaluate(run.model, data, run.spec, device=run.ctx.device)
+
+
+def _save_state(run: _Run, opt, sched, next_stage: int, next_epoch: int) -> None:
+    """The resumable training state: where to go on, and the model, optimizer, schedule and scaler as they are."""
+    with atomic.atomic_path(run.state_file) as tmp:
+        torch.save({"model": run.model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "scaler": run.scaler.state_dict(),
+                    "stage_index": next_stage, "epoch_in_stage": next_epoch, "history": run.history,
+                    "elapsed": run.elapsed, "config": dataclasses.asdict(run.cfg)}, tmp)
 
 
 def _read_state(cfg: TrainConfig, state_file: Path) -> dict:

@@ -44,7 +44,7 @@ class Target(Backend):
               accuracy_control: tuple[ImageSet, float] | None = None) -> Artifact:
         """Write the artifact folder for `precision` to `out` (atomically, manifest via artifact.write).
 
-        `keep_float` names model parts (quantize.PARTS) or node-name patterns left unquantized;
+        `keep_float` names model parts (int8_policy.PARTS) or node-name patterns left unquantized;
         `meta` (manifest keys the caller knows, e.g. the calibration set) goes into the manifest;
         `accuracy_control` only where the target's `accuracy_control` says so; the manifest's
         `accuracy_control` is then what NNCF reported (quantize.quantize_to_bound), else False.

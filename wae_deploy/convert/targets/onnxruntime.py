@@ -75,13 +75,15 @@ def activation_ranges(model, tensors: dict[str, str], calib: ImageSet, spec, bat
 
 
 def repair_weight_only(model, calib: ImageSet, spec, log=lambda line: None) -> tuple[object, dict]:
-    """No weight dequantized on every call: each weight-only layer of NNCF's Q/DQ `model` (qdq.py) either
-    has its weight folded to FP32 or its activation quantized, whichever runs faster here.
+    """No weight dequantized on every call: each weight-only layer of NNCF's Q/DQ `model` (qdq.py) gets
+    the repair int8_policy.pick_repair chooses from the timings here (weight folded to FP32, or
+    activation quantized).
 
     Returns the repaired model and {layer: {"choice", "ms_batch1": {candidate: median ms}, "activation_range"}}
-    for the manifest. A candidate after which ORT still dequantizes the weight is not taken.
+    for the manifest. A candidate after which ORT still dequantizes the weight is not timed.
     """
-    from wae_deploy.convert.qdq import activation_inputs, fold_weights, quantize_activations, weight_only_layers
+    from wae_deploy.convert.int8_policy import WEIGHT_ONLY_REPAIRS, pick_repair
+    from wae_deploy.convert.qdq import activation_inputs, weight_only_layers
     from wae_deploy.runtime.latency import measure_interleaved
 
     def per_call(m) -> set[str]:
@@ -98,20 +100,28 @@ def repair_weight_only(model, calib: ImageSet, spec, log=lambda line: None) -> t
     x = spec.normalize(calib.images[:1])
     choices = {}
     for layer in layers:
-        candidates = {"fold-weight": fold_weights(model, [layer]),
-                      "quantize-activation": quantize_activations(model, {layer: ranges[layer]})}
+        candidates = {k: _repaired(model, layer, k, ranges[layer]) for k in WEIGHT_ONLY_REPAIRS}
         candidates = {k: m for k, m in candidates.items() if layer not in per_call(m)}
         sessions = {k: _session(m) for k, m in candidates.items()}
         feed = {next(iter(sessions.values())).get_inputs()[0].name: x}
         stats = measure_interleaved({k: (lambda s=s, f=feed: s.run(None, f)) for k, s in sessions.items()},
                                     min_iters=10, min_time_s=1.0, max_time_s=10.0)
         ms = {k: round(v.median_ms, 3) for k, v in stats.items()}
-        pick = min(ms, key=ms.get)
+        pick = pick_repair(ms)
         model = candidates[pick]
         choices[layer] = {"choice": pick, "ms_batch1": ms, "activation_range": [round(v, 6) for v in ranges[layer]]}
         log(f"  {layer}: weight was dequantized on every call; {pick} "
             f"({', '.join(f'{k} {v:.2f} ms' for k, v in ms.items())})")
     return model, choices
+
+
+def _repaired(model, layer: str, repair: str, activation_range: tuple[float, float]):
+    """A copy of `model` with `layer` repaired the named way (int8_policy.WEIGHT_ONLY_REPAIRS): qdq's graph edit."""
+    from wae_deploy.convert.qdq import fold_weights, quantize_activations
+
+    edits = {"fold-weight": lambda: fold_weights(model, [layer]),
+             "quantize-activation": lambda: quantize_activations(model, {layer: activation_range})}
+    return edits[repair]()
 
 
 class OnnxRuntimeTarget(OnnxRuntimeBackend, Target):

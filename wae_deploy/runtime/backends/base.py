@@ -56,7 +56,7 @@ class Backend(ABC):
     precisions: tuple[str, ...]
     runtime: str             # the package it runs on: doctor checks it where the backend itself cannot answer
     install: str             # the command that installs that package
-    # A CPU runtime: its INT8 artifacts depend on the CPU class they were built for (convert.quantize).
+    # A CPU runtime: its INT8 artifacts depend on the CPU class they were built for (convert.int8_policy).
     cpu: bool = False
 
     @abstractmethod

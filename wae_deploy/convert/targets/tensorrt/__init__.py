@@ -10,7 +10,7 @@ package (and its pure-ONNX passes and cache keys) imports and is tested on machi
 
 Two TensorRT generations are supported, because JetPack 6.1/6.2 (Orin) ships 10.3 while desktops
 move on; both build one strongly typed way (engine.py). For int8 a plain ONNX is quantized with the
-project's NNCF recipe (convert.quantize), so one calibration serves every runtime; a Q/DQ ONNX is
+project's NNCF recipe (convert.int8_policy), so one calibration serves every runtime; a Q/DQ ONNX is
 taken as it is.
 """
 
