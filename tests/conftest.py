@@ -7,12 +7,14 @@ run on a machine decodes the JPEGs once, later runs load an .npz in about a seco
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
 from hypothesis import settings
+from run_cache import once
 from seeds import FAULT_SEED, FUZZ_SEED, IN_CI
 
 from wae_deploy.runtime.data import ImageSet, default_data_root, load_split
@@ -88,6 +90,16 @@ def _split_memo(cifar_train, cifar_test, data_root):
     return {(str(data_root), "train"): cifar_train, (str(data_root), "test"): cifar_test}
 
 
+def _memo_loader(memo: dict, real):
+    """load_split that serves the session's decoded CIFAR splits of the default root from memory."""
+    def load(root, split, spec, use_cache=True):
+        hit = memo.get((str(root), split))
+        if hit is not None and spec == CIFAR:
+            return hit
+        return real(root, split, spec, use_cache=use_cache)
+    return load
+
+
 @pytest.fixture(scope="module")
 def fast_load_split(_split_memo):
     """Make wae_deploy.training.train reuse the session's decoded splits instead of reloading them per call.
@@ -97,17 +109,26 @@ def fast_load_split(_split_memo):
     """
     import wae_deploy.training.train as train_mod
 
-    real = train_mod.load_split
-
-    def load(root, split, spec, use_cache=True):
-        hit = _split_memo.get((str(root), split))
-        if hit is not None and spec == CIFAR:
-            return hit
-        return real(root, split, spec, use_cache=use_cache)
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "load_split", load)
-        yield load
+        mp.setattr(train_mod, "load_split", _memo_loader(_split_memo, train_mod.load_split))
+        yield train_mod.load_split
+
+
+@pytest.fixture(scope="session")
+def trained_pair(tmp_path_factory, _split_memo) -> Path:
+    """The run's wae.pt (WAE-ResNet20) and plain.pt (ResNet-20), each trained for three batches, made once
+    for every worker (run_cache): a folder to copy from, not to write in."""
+    import wae_deploy.training.train as train_mod
+
+    def make(folder: Path) -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(train_mod, "load_split", _memo_loader(_split_memo, train_mod.load_split))
+            for key, arch in {"wae": "wae-resnet20", "plain": "resnet20"}.items():
+                train_mod.train(train_mod.TrainConfig(arch=arch, out=str(folder / f"{key}.pt"), epochs=1,
+                                                      wae_epochs=1, joint_epochs=0, limit_batches=3, limit_eval=100),
+                                log=lambda *_a, **_k: None)
+
+    return once(tmp_path_factory, "trained-pair", make)
 
 
 # Shared by the TensorRT tests (test_tensorrt.py, test_trt_standin.py).

@@ -1,6 +1,5 @@
-"""Shared helpers for the hardening, fuzz and fault tests: one tiny real checkpoint and its ONNX
-export per session, and a way to run the CLI as a user would (a real process, so a stray
-traceback or warning on stderr would be seen).
+"""Shared helpers: small real checkpoints and exports made once per run (run_cache), and a way to
+run the CLI as a user would (a real process, so a stray traceback or warning on stderr would be seen).
 
 Import the fixtures into a test module with `from fixtures_small import tiny_ckpt, tiny_onnx`.
 """
@@ -8,6 +7,7 @@ Import the fixtures into a test module with `from fixtures_small import tiny_ckp
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from run_cache import once
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,22 +74,54 @@ def write_images(folder: Path, classes: int = 2, per_class: int = 2, size: int =
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    """A real WAE-ResNet20 checkpoint, trained for two batches (a few seconds)."""
+def _quiet(*_args, **_kw) -> None:
+    pass
+
+
+def _make_tiny(folder: Path) -> None:
+    from wae_deploy.training.export import export
     from wae_deploy.training.train import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("tiny") / "w.pt"
-    train(TrainConfig(arch="wae-resnet20", out=str(out), epochs=1, wae_epochs=1, joint_epochs=0,
-                      limit_batches=2, limit_eval=64), log=lambda *a, **k: None)
-    return out
+    train(TrainConfig(arch="wae-resnet20", out=str(folder / "w.pt"), epochs=1, wae_epochs=1, joint_epochs=0,
+                      limit_batches=2, limit_eval=64), log=_quiet)
+    export(folder / "w.pt", folder / "w.onnx", verify=16, log=_quiet)
+
+
+def _copy(shared: Path, names: tuple[str, ...], dest: Path) -> None:
+    for name in names:
+        shutil.copyfile(shared / name, dest / name)
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tiny_ckpt) -> Path:
-    """tiny_ckpt exported (with parity checked on 16 real images)."""
-    from wae_deploy.training.export import export
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A real WAE-ResNet20 checkpoint, trained for two batches; this worker's own copy of the run's one."""
+    folder = tmp_path_factory.mktemp("tiny")
+    _copy(once(tmp_path_factory, "tiny", _make_tiny), ("w.pt",), folder)
+    return folder / "w.pt"
 
-    out = tiny_ckpt.with_suffix(".onnx")
-    export(tiny_ckpt, out, verify=16, log=lambda *a, **k: None)
-    return out
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_ckpt) -> Path:
+    """tiny_ckpt exported (with parity checked on 16 real images), beside it."""
+    _copy(once(tmp_path_factory, "tiny", _make_tiny), ("w.onnx", "w.json"), tiny_ckpt.parent)
+    return tiny_ckpt.with_suffix(".onnx")
+
+
+def reference_export(tmp_path_factory, name: str) -> Path:
+    """models/<name>.pt exported the way bench exports it (default options), once per run, with the
+    checkpoint beside it: <shared>/<name>.onnx, .json and .pt. Copy it (copy_export) before writing near it."""
+    def make(folder: Path) -> None:
+        from wae_deploy.training.export import export
+
+        shutil.copyfile(REPO / "models" / f"{name}.pt", folder / f"{name}.pt")
+        export(folder / f"{name}.pt", folder / f"{name}.onnx", log=_quiet)
+
+    return once(tmp_path_factory, f"export-{name}", make) / f"{name}.onnx"
+
+
+def copy_export(onnx_path: Path, folder: Path, stem: str | None = None, checkpoint: bool = True) -> Path:
+    """An export (model, manifest and, with `checkpoint`, the .pt the torch target reads) copied into `folder`."""
+    stem = stem or onnx_path.stem
+    for suffix in (".onnx", ".json", ".pt") if checkpoint else (".onnx", ".json"):
+        shutil.copyfile(onnx_path.with_suffix(suffix), folder / f"{stem}{suffix}")
+    return folder / f"{stem}.onnx"

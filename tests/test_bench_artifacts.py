@@ -22,7 +22,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from fixtures_small import REPO, assert_clean_error, cli_env
+from fixtures_small import REPO, assert_clean_error, cli_env, copy_export, reference_export
 
 import wae_deploy as wd
 from wae_deploy.benchmark.suite import BenchConfig, run
@@ -52,7 +52,7 @@ def _copy_without(src: Path, dst: Path, drop) -> Path:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, data_root) -> Path:
     folder = tmp_path_factory.mktemp("bench-artifacts")
-    onnx_path = wd.export(REPO / "models" / "wae-resnet20.pt", folder / "wae.onnx", verify=0).path
+    onnx_path = copy_export(reference_export(tmp_path_factory, "wae-resnet20"), folder, "wae", checkpoint=False)
     wd.build(onnx_path, "ort", "fp32")
     _copy_without(onnx_path, folder / "old.onnx", lambda k: k in ("wae_deploy.macs", "wae_deploy.baseline_arch"))
     _copy_without(onnx_path, folder / "foreign.onnx", lambda k: k.startswith(onnx_meta.PREFIX))

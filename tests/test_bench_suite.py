@@ -9,6 +9,7 @@ is run with a wide --max-slowdown, so the tests check the plumbing, not this mac
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -20,7 +21,6 @@ from wae_deploy.benchmark import sources
 from wae_deploy.benchmark.peak import COMPUTE
 from wae_deploy.benchmark.suite import BenchConfig, run
 from wae_deploy.cli import main
-from wae_deploy.training.train import TrainConfig, train
 
 BATCHES = [1, 2]
 EVAL = 200
@@ -31,14 +31,12 @@ def _quiet(*_a, **_k):
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory, fast_load_split):
-    folder = tmp_path_factory.mktemp("bench-ckpts")
-    paths = {}
-    for key, arch in {"wae": "wae-resnet20", "plain": "resnet20"}.items():
-        paths[key] = folder / f"{key}.pt"
-        train(TrainConfig(arch=arch, out=str(paths[key]), epochs=1, wae_epochs=1, joint_epochs=0,
-                          limit_batches=3, limit_eval=100), log=_quiet)
-    return paths
+def ckpts(tmp_path_factory, trained_pair):
+    """wae.pt and plain.pt: real checkpoints trained for three batches (this module's copies of the run's)."""
+    folder = tmp_path_factory.mktemp("ckpts")
+    for key in ("wae", "plain"):
+        shutil.copyfile(trained_pair / f"{key}.pt", folder / f"{key}.pt")
+    return {key: folder / f"{key}.pt" for key in ("wae", "plain")}
 
 
 @pytest.fixture(scope="module")

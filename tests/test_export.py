@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -24,7 +25,6 @@ from wae_deploy.runtime.preprocess import CIFAR
 from wae_deploy.training import checkpoint
 from wae_deploy.training import export as export_mod
 from wae_deploy.training.export import MAX_ABS_DIFF, export, graph_hash
-from wae_deploy.training.train import TrainConfig, train
 
 ARCHS = {"wae": "wae-resnet20", "plain": "resnet20"}
 
@@ -50,15 +50,12 @@ def torch_logits(ckpt_path, images: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory, fast_load_split):
-    """wae.pt and plain.pt: real checkpoints trained for three batches (a few seconds each)."""
-    folder = tmp_path_factory.mktemp("export-ckpts")
-    paths = {}
-    for key, arch in ARCHS.items():
-        paths[key] = folder / f"{key}.pt"
-        train(TrainConfig(arch=arch, out=str(paths[key]), epochs=1, wae_epochs=1, joint_epochs=0,
-                          limit_batches=3, limit_eval=100), log=_quiet)
-    return paths
+def ckpts(tmp_path_factory, trained_pair):
+    """wae.pt and plain.pt: real checkpoints trained for three batches (this module's copies of the run's)."""
+    folder = tmp_path_factory.mktemp("ckpts")
+    for key in ("wae", "plain"):
+        shutil.copyfile(trained_pair / f"{key}.pt", folder / f"{key}.pt")
+    return {key: folder / f"{key}.pt" for key in ("wae", "plain")}
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from fixtures_small import reference_export
 from onnx import TensorProto, helper
 
 from wae_deploy.convert.int8_policy import PARTS
 from wae_deploy.convert.quantize import _top1_validator
 from wae_deploy.runtime.data import ImageSet
 from wae_deploy.runtime.preprocess import CIFAR
-from wae_deploy.training.export import export
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -116,11 +116,11 @@ def test_accuracy_control_is_reported_from_what_nncf_returned(monkeypatch):
 
 
 @pytest.mark.parametrize("checkpoint", ["wae-resnet20.pt", "resnet20-dwt.pt"])
-def test_parts_name_every_operation_of_their_module_and_nothing_else(checkpoint, tmp_path):
+def test_parts_name_every_operation_of_their_module_and_nothing_else(checkpoint, tmp_path_factory):
     """--keep-float encoder/encoder-first/high/fusion on real exports: the DWT's one convolution is named
     "decomposer/Conv", the WAE's "decomposer.body.0/Conv"; a pattern that misses either keeps
     nothing in float without a word (NNCF's ignored scope is not validated)."""
-    path = export(MODELS / checkpoint, tmp_path / "m.onnx", verify=0, log=lambda *a: None).path
+    path = reference_export(tmp_path_factory, checkpoint.removesuffix(".pt"))
     names = [n.name for n in onnx.load(str(path)).graph.node]
     owner = {"encoder": ("decomposer",), "high": ("high", "norm_high"), "fusion": ("fusion",)}
     for part, pattern in PARTS.items():

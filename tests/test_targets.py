@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from fixtures_small import copy_export, reference_export
 
 from wae_deploy.cli import main
 from wae_deploy.convert.build import build, calibration_set
@@ -34,7 +35,6 @@ from wae_deploy.runtime.data import load_split
 from wae_deploy.runtime.machine import cpu_has, host_cpu_class
 from wae_deploy.runtime.preprocess import CIFAR
 from wae_deploy.training import checkpoint
-from wae_deploy.training.export import export
 
 CALIB = 32
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "wae-resnet20.pt"
@@ -52,10 +52,7 @@ def _quiet(*_a, **_k):
 @pytest.fixture(scope="module")
 def wae_onnx(tmp_path_factory):
     """wae.onnx with the checkpoint it came from beside it (wae.pt), as the torch target wants."""
-    folder = tmp_path_factory.mktemp("targets")
-    ckpt = folder / "wae.pt"
-    shutil.copyfile(REFERENCE, ckpt)
-    return export(ckpt, folder / "wae.onnx", verify=16, log=_quiet).path
+    return copy_export(reference_export(tmp_path_factory, "wae-resnet20"), tmp_path_factory.mktemp("targets"), "wae")
 
 
 GUARD_PHOTOS = 500
@@ -218,13 +215,10 @@ def test_keep_float_encoder_leaves_decomposer_convs_in_float(wae_onnx, tmp_path)
     assert ex["int8_ops"].get("QLinearConv") == conv_nodes(wae_onnx) - encoder_convs, ex
 
 
-def test_int8_keeps_the_fixed_wavelet_in_float(tmp_path):
+def test_int8_keeps_the_fixed_wavelet_in_float(tmp_path, tmp_path_factory):
     """Rounded to INT8 the 9/7 filters leak the image mean into the high bands: a DWT model's
     INT8 build keeps its one wavelet convolution in float unasked, and says so in the manifest."""
-    folder = tmp_path / "dwt"
-    folder.mkdir()
-    shutil.copyfile(REFERENCE.with_name("resnet20-dwt.pt"), folder / "dwt.pt")
-    path = export(folder / "dwt.pt", folder / "dwt.onnx", verify=0, log=_quiet).path
+    path = copy_export(reference_export(tmp_path_factory, "resnet20-dwt"), tmp_path, "dwt")
     said = []
     manifest = build(path, "ort", "int8", tmp_path / "int8", calib_size=CALIB, log=said.append).manifest
     ex = manifest["executed"]

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from fixtures_small import copy_export, reference_export
 from test_tensorrt import run_ort
 from trt_standin import TIMING_MAGIC, install
 
@@ -133,8 +134,11 @@ def test_engine_for_another_sm_count_is_refused_before_the_gpu(monkeypatch, tiny
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_bench_trt_end_to_end(monkeypatch, tmp_path, fast_load_split, version):
+def test_bench_trt_end_to_end(monkeypatch, tmp_path, tmp_path_factory, fast_load_split, version):
     install(monkeypatch, version)
+    (tmp_path / "work").mkdir()
+    for name in ("wae-resnet20", "resnet20"):  # exported once per run: the bench reuses a workdir's exports
+        copy_export(reference_export(tmp_path_factory, name), tmp_path / "work")
     monkeypatch.setenv("WAE_CACHE", str(tmp_path / "cache"))
     args = ["bench", "--target", "trt", "--models", "models/wae-resnet20.pt,models/resnet20.pt",
             "--precision", "fp32", "--batch", "1,8,100", "--eval-size", "100", "--min-time", "0.05",

@@ -48,12 +48,12 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     Checkpoints are exported and built in --workdir for each --target; ONNX models are built there too;
     artifact folders run as they are on their own target.
     """
-    from wae_deploy.benchmark import gate as G
-    from wae_deploy.benchmark import report
-    from wae_deploy.benchmark import results as R
+    from wae_deploy.benchmark import gate, report
+    from wae_deploy.benchmark.results import load as load_results
+    from wae_deploy.benchmark.results import save as save_results
     from wae_deploy.benchmark.suite import BenchConfig, run
 
-    previous = R.load(recorded) if recorded and not update else None  # a bad file fails before any work
+    previous = load_results(recorded) if recorded and not update else None  # a bad file fails before any work
     if update and not recorded:
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
@@ -68,7 +68,7 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
                       threads=threads, min_time_s=min_time, suite=suite, profile_runs=profile_runs)
     results = run(cfg, log=click.echo)
     results["command"] = command_line()
-    verdict = G.compare(results, previous, max_accuracy_drop, max_slowdown, allow_env_mismatch) if previous else None
+    verdict = gate.compare(results, previous, max_accuracy_drop, max_slowdown, allow_env_mismatch) if previous else None
     report.print_table(results)
     for c in results["comparisons"]:
         click.echo(f"speed-up {c['b']} over {c['a']} ({c['target']} {c['precision']} batch {c['batch']}): "
@@ -76,9 +76,9 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     for line in report.headline(results):
         click.echo(line)
     if out:
-        R.save(results, out)
+        save_results(results, out)
     if update:
-        R.save(results, recorded)
+        save_results(results, recorded)
         click.echo(f"recorded a new baseline in {recorded}")
     if markdown:
         report.write_markdown(results, markdown, verdict)
