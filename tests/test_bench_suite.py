@@ -227,12 +227,12 @@ def test_cli_gate_passes_on_its_own_record_and_catches_an_accuracy_drop(first, c
 
 
 def test_builtin_suite_finds_the_reference_checkpoints_from_anywhere(tmp_path, monkeypatch):
-    from wae_deploy.cli.bench import _reference
-    from wae_deploy.core import registry
+    from wae_deploy.benchmark.sources import suite_models
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WAE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("WAE_MODELS_URL", "http://127.0.0.1:9/")  # nothing to download: the checkout has them
-    found = [Path(_reference(m)) for m in registry.names("cifar10")]
-    assert all(p.is_absolute() and p.is_file() for p in found), found
-    assert _reference("wae-vgg16") == "wae-vgg16"  # architecture names (the paper suite) stay names
+    found, accuracy = suite_models("cifar10", None, tmp_path, log=print)
+    assert accuracy and len(found) == 5 and all(Path(p).is_absolute() and Path(p).is_file() for p in found), found
+    given = [str(p) for p in found[:1]]
+    assert suite_models("cifar10", given, tmp_path, log=print) == (given, True)   # --models wins

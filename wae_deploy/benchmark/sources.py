@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from wae_deploy.convert.build import build, default_artifact
+from wae_deploy.core import registry
 from wae_deploy.core.errors import UserError
 from wae_deploy.core.hashing import sha256
 from wae_deploy.runtime import artifact, onnx_meta
@@ -90,6 +91,25 @@ def _built(onnx_path: Path, target, precision: str, workdir: Path, calib_size: i
     log(f"building {onnx_path.stem} for {target.name} {precision} ...")
     build(onnx_path, target, precision, out, calib_size=calib_size, fp32_scores=_FP32_SCORES, log=log)
     return out
+
+
+def suite_models(suite: str, models: list[str] | None, workdir: Path, log) -> tuple[list[str], bool]:
+    """What a `bench --suite` run times, and whether it scores accuracy: the suite's reference checkpoints
+    (found or downloaded by core.registry) unless --models names others. The paper suite's architecture
+    names stand for untrained 224-pixel checkpoints (written into workdir: speed only), scored only
+    when real checkpoints are among them (e.g. converted released weights)."""
+    models = models or [str(registry.resolve(n, log)) if registry.get(n).file else n for n in registry.names(suite)]
+    if suite != "paper":
+        return models, True
+    given = any(_is_path(m) for m in models)
+    from wae_deploy.training import checkpoint  # torch: only the paper suite's untrained checkpoints need it
+
+    return [m if _is_path(m) else str(checkpoint.untrained_file(m, workdir)) for m in models], given
+
+
+def _is_path(model: str) -> bool:
+    """A checkpoint, ONNX model or artifact folder, as opposed to an architecture name."""
+    return model.endswith((".pt", ".onnx")) or Path(model).is_dir()
 
 
 def resolve(models: list[str], targets: list, workdir: Path, data: str | None, log) -> list[BenchModel]:

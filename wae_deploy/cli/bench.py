@@ -51,20 +51,16 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     from wae_deploy.benchmark import gate, report
     from wae_deploy.benchmark.results import load as load_results
     from wae_deploy.benchmark.results import save as save_results
+    from wae_deploy.benchmark.sources import suite_models
     from wae_deploy.benchmark.suite import BenchConfig, run
 
     previous = load_results(recorded) if recorded and not update else None  # a bad file fails before any work
     if update and not recorded:
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
-    models = models or [_reference(m) for m in registry.names(suite)]
-    given = any(_is_path(m) for m in models)  # e.g. converted released weights: score them
-    if suite == "paper":  # architecture names stand for untrained checkpoints (speed only)
-        from wae_deploy.training import checkpoint  # torch: only the paper suite needs it
-
-        models = [m if _is_path(m) else str(checkpoint.untrained_file(m, workdir)) for m in models]
+    models, accuracy = suite_models(suite, models, workdir, log=click.echo)
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
-                      eval_size=eval_size, calib_size=calib_size, accuracy=suite != "paper" or given, workdir=workdir,
+                      eval_size=eval_size, calib_size=calib_size, accuracy=accuracy, workdir=workdir,
                       threads=threads, min_time_s=min_time, suite=suite, profile_runs=profile_runs)
     results = run(cfg, log=click.echo)
     results["command"] = command_line()
@@ -91,13 +87,3 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
             click.echo(line, err=not verdict.ok)
         click.echo("gate: " + ("passed" if verdict.ok else "FAILED"))
         sys.exit(verdict.exit_code)
-
-
-def _reference(name: str) -> str:
-    """A suite's checkpoint as a path (found or downloaded by the registry); an architecture name stays a name."""
-    return str(registry.resolve(name, log=click.echo)) if registry.get(name).file else name
-
-
-def _is_path(model: str) -> bool:
-    """A checkpoint, ONNX model or artifact folder, as opposed to an architecture name."""
-    return model.endswith((".pt", ".onnx")) or Path(model).is_dir()
