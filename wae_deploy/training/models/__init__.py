@@ -1,3 +1,9 @@
+"""The networks: the WAE (encoder, decoder, DWT, losses), VGG and ResNet backbones, their assembly by
+architecture name (assemble: where a new network goes), and multiply-add counts (flops).
+
+May import: torch, core, runtime (preprocessing specs).
+"""
+
 from wae_deploy.training.models.assemble import (
     FAMILIES,
     Decomposed,
