@@ -3,14 +3,14 @@
     python benchmarks/report_check.py build/report-check/site/index.html --screenshot trend.png
 
 Chromium's own logs are the witnesses, so no driver or websocket package is needed:
-- console messages: `--enable-logging=stderr` prints each as a `CONSOLE` line (with its level),
-  and a page error (an uncaught exception, a blocked load) is one of them;
-- requests: `--log-net-log` writes every URL request the browser starts to a JSON file; any
-  whose URL is not the page itself is a request the page made.
-Chromium's background traffic (updates, safe browsing) is switched off by flags, and both
-witnesses are checked first on a control page that does log an error and does fetch a URL: a
-check that cannot see a fault would pass every page. Exit 0 when the page is clean, 1 when not,
-2 when Chromium is missing or does not run.
+- console messages: `--enable-logging=stderr` prints each as a `CONSOLE` line, whatever its
+  level, and a page error (an uncaught exception, a load the page's policy refused) is one;
+- requests: `--log-net-log` writes every URL request the browser starts to a JSON file, with its
+  initiator; any that a document started, other than the page itself, is a request of the page.
+Chromium's own traffic is mostly switched off by flags, and the rest has no document initiator.
+Both witnesses are checked first on a control page that does log an error and does fetch a URL:
+a check that cannot see a fault would pass every page. Exit 0 when the page is clean, 1 when
+not, 2 when Chromium is missing or does not run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ QUIET = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-
          "--disable-default-apps", "--disable-extensions", "--metrics-recording-only", "--mute-audio",
          "--disable-features=OptimizationHints,MediaRouter,Translate,AutofillServerCommunication",
          "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000"]
-CONSOLE = re.compile(r"CONSOLE(?:\(\d+\))?\]?.*|:CONSOLE\b.*", re.IGNORECASE)
+CONSOLE = re.compile(r":CONSOLE\b.*")  # '[pid:tid:time:INFO:CONSOLE:1] "message", source: URL (1)'
 CONTROL = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>control</title></head><body>
 <p>control page: logs an error and fetches a URL</p>
 <script>console.error("report-check control error"); fetch("http://report-check.invalid/x").catch(() => {});</script>
@@ -41,7 +41,7 @@ def open_page(chromium: str, page: Path, screenshot: Path | None, work: Path) ->
     """(console lines, URLs requested other than the page) of one headless load of `page`."""
     netlog = work / f"{page.stem}-netlog.json"
     profile = work / f"{page.stem}-profile"
-    args = [chromium, *QUIET, f"--user-data-dir={profile}", f"--log-net-log={netlog}", "--window-size=1280,1500"]
+    args = [chromium, *QUIET, f"--user-data-dir={profile}", f"--log-net-log={netlog}", "--window-size=1280,2200"]
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     p = subprocess.run([*args, page.resolve().as_uri()], capture_output=True, text=True, timeout=120, check=False)
     if p.returncode != 0:
@@ -51,14 +51,20 @@ def open_page(chromium: str, page: Path, screenshot: Path | None, work: Path) ->
 
 
 def requests(netlog: Path, page_url: str) -> list[str]:
-    """Every URL in the net log's request events, but the page's own."""
+    """The URLs of the requests a document started (any scheme, file:// included), but the page's own.
+
+    Chromium's own traffic (clock sync, spelling dictionaries, account checks) has the initiator
+    "not an origin" in the net log; what a page fetches, loads or links has the page's origin
+    ("null" for a file)."""
     text = netlog.read_text()
     try:
-        events = json.loads(text)["events"]
+        log = json.loads(text)
     except ValueError:  # a log cut short when the browser exits: close it
-        events = json.loads(text.rstrip().rstrip(",") + "]}")["events"]
-    urls = {e.get("params", {}).get("url") for e in events}
-    return sorted(u for u in urls if u and u != page_url)
+        log = json.loads(text.rstrip().rstrip(",") + "]}")
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    urls = {e["params"]["url"] for e in log["events"] if e["type"] == start
+            and e.get("params", {}).get("initiator", "not an origin") != "not an origin"}
+    return sorted(u for u in urls if u != page_url)
 
 
 def main() -> int:

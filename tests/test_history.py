@@ -83,8 +83,19 @@ def test_a_slowed_run_fails_the_gate_on_its_cells(folder):
     v = t.verdicts[-1]
     assert v.status == "fail" and v.against.commit == runs[4].commit
     assert [c.name for c in v.failures] == ["latency ort int8"]
-    assert v.failed_for(("wae-resnet20", "ort", "int8", 1)) and not v.failed_for(("wae-resnet20", "ort", "fp32", 1))
-    assert [x.status for x in t.verdicts][:6] == ["first", "pass", "pass", "pass", "pass", "first"]
+    p50, top1 = (next(m for m in trend.METRICS if m.name == n) for n in ("p50", "top1"))
+    assert v.failed_for(("wae-resnet20", "ort", "int8", 1), p50)
+    assert not v.failed_for(("wae-resnet20", "ort", "fp32", 1), p50) and not v.failed_for(("wae-resnet20", "ort",
+                                                                                          "int8", 1), top1)
+    # The recorded runs: c35426a re-recorded the CI suite with retrained (Haar-start) WAEs, whose top-1
+    # fell by 1.8-3 points, beyond the gate's tolerance; nothing else moved beyond the noise.
+    assert [x.status for x in t.verdicts] == ["first", "pass", "pass", "fail", "pass", "first", "first", "pass",
+                                              "fail"]
+    retrained = t.verdicts[3]
+    assert t.runs[3].commit.startswith("c35426a") and retrained.against.commit.startswith("196b0c7")
+    assert {c.name.split()[0] for c in retrained.failures} == {"accuracy"}
+    assert retrained.failed_for(("wae-resnet20", "ort", "fp32", 1), top1)
+    assert not retrained.failed_for(("resnet20", "ort", "fp32", 1), top1)
 
 
 # ----------------------------------------------------------------------------- the page
@@ -129,17 +140,18 @@ def test_report_draws_the_history_offline(folder, tmp_path):
         assert len(c["hosts"]) == len(set(c["hosts"])) >= 1  # one line per host
     assert set(by_metric) == {"speedup", "p50", "p90", "top1"}  # no energy was recorded
     assert len(by_metric["p50"]) == 40 + 16  # every cell of the CI suite and of the demo
-    assert len(by_metric["speedup"]) == len([c for c in by_metric["p50"] if c["cell"].startswith("wae-")])
+    with_baseline = {trend.cell_label(trend.cell_of(e)) for r in _runs(folder) for e in r.results["entries"]
+                     if e.get("baseline")}
+    assert {c["cell"] for c in by_metric["speedup"]} == with_baseline and len(with_baseline) == 32 + 8
     demo = next(c for c in by_metric["p50"] if c["cell"] == "wae-vgg16-imagenette ort int8 b1")
     assert sorted(demo["hosts"]) == sorted([XEON_HOST, AVX2_HOST])
     ci = next(c for c in by_metric["top1"] if c["cell"] == "wae-resnet20 openvino int8 b8")
     assert ci["hosts"] == [CI_HOST]
 
     t = trend.build(_runs(folder))
-    failing = [v for v in t.verdicts if v.status == "fail"]
-    assert page.fail_rings == sum(len(pts) for c in t.charts for pts in c.series.values()
-                                  for p in pts if t.verdicts[p.run].failed_for(c.cell))
-    assert bool(failing) == (page.fail_rings > 0)
+    rings = [(c.metric.name, c.cell) for c in t.charts for pts in c.series.values() for p in pts
+             if t.verdicts[p.run].failed_for(c.cell, c.metric)]
+    assert page.fail_rings == len(rings) > 0 and {m for m, _ in rings} == {"top1"}  # c35426a's accuracy drops
     assert "Latest run" in text and "1b2e055bfd7d" in text and OLD_SCHEMA in text
 
 

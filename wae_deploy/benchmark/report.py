@@ -198,7 +198,7 @@ RUNTIME_COLORS = {"ort": "#0072B2", "openvino": "#D55E00", "trt": "#009E73", "to
 RUNTIME_NAMES = {"ort": "ONNX Runtime", "openvino": "OpenVINO", "trt": "TensorRT", "torch": "PyTorch"}
 PRECISION_MARKERS = {"fp32": "o", "bf16": "D", "fp16": "s", "int8": "^"}
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")  # a model's line runs from full precision to INT8
-MODEL_LINES = ("-", "--", ":", "-.")
+MODEL_LINES = ("-", "--", ":", "-.", (0, (8, 2, 1, 2, 1, 2)), (0, (12, 4)))
 
 
 def _plot_styles(entries: list[dict]) -> tuple[dict, dict, dict]:
@@ -228,7 +228,7 @@ def plot_figure(results: dict):
         matplotlib.use("Agg")  # no display on CI runners and Jetsons over ssh
         import matplotlib.pyplot as plt
         from matplotlib.lines import Line2D
-        from matplotlib.ticker import FuncFormatter
+        from matplotlib.ticker import FuncFormatter, NullFormatter
     except ImportError as e:
         raise UserError("--plot needs matplotlib: " + install_command("matplotlib")) from e
     entries = results["entries"]
@@ -272,7 +272,9 @@ def plot_figure(results: dict):
     ax.set_xscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")  # '4' rather than matplotlib's '4 x 10^0'
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    low, high = ax.get_xlim()
+    # within one decade the minor ticks are the only labels; over several they would run together
+    ax.xaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
     ax.set_xlabel(f"median latency, ms (batch {b}, log scale)")
     if with_acc:
         ax.set_ylabel("top-1 accuracy, %")

@@ -5,8 +5,8 @@
 Everything is drawn here, in Python, so the page opens from a CI artifact, a Pages site or a
 laptop offline, and a test can count its charts and series by parsing it. Per metric, one small
 chart per cell (model, target, precision, batch) with one line per host; a run the gate failed
-against its host's previous run is ringed in red on the charts of the cells it failed, and
-listed under "Gate verdicts". Then the table of the latest run (report.rows, as in Markdown).
+against its host's previous run is listed first, under "Gate verdicts", and ringed in red on the
+charts its failed checks watch. Then the table of the latest run (report.rows, as in Markdown).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from wae_deploy.core.atomic import write_text
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 FAIL = "#C00000"
 CSP = ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-W, H = 300, 150
-LEFT, RIGHT, TOP, BOTTOM = 46, 8, 10, 30
+W, H = 300, 170
+LEFT, RIGHT, TOP, BOTTOM = 46, 14, 10, 52
 
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
@@ -37,6 +37,7 @@ svg text{font:9px sans-serif;fill:#444}
 table{border-collapse:collapse;font-size:12px}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
 td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}
+.verdicts td,.verdicts th{text-align:left}
 .fail{color:#C00000;font-weight:bold}
 """
 
@@ -72,9 +73,10 @@ def chart_svg(t: Trend, chart: Chart, colors: dict[str, str]) -> str:
            'fill="none" stroke="#bbb"/>']
     for v in (lo + (hi - lo) * f for f in (0.1, 0.5, 0.9)):
         out.append(f'<text x="{LEFT - 3}" y="{y(v) + 3:.1f}" text-anchor="end">{_fmt(v)}</text>')
-    step = max(1, -(-n // 8))  # at most about eight commit labels under a chart
+    step = max(1, -(-n // 12))  # at most twelve commit labels under a chart, slanted so they do not collide
     for slot in range(0, n, step):
-        out.append(f'<text x="{x(slot):.1f}" y="{H - BOTTOM + 12}" text-anchor="middle">'
+        lx, ly = x(slot), H - BOTTOM + 10
+        out.append(f'<text x="{lx:.1f}" y="{ly}" text-anchor="end" transform="rotate(-40 {lx:.1f} {ly})">'
                    f'{escape(_short(t.commits[slot]))}</text>')
     out.append(f'<text x="{LEFT}" y="{H - 4}">{escape(chart.metric.unit)} over commits, oldest first</text>')
     for host, points in chart.series.items():
@@ -84,7 +86,7 @@ def chart_svg(t: Trend, chart: Chart, colors: dict[str, str]) -> str:
                    f'stroke="{color}" stroke-width="1.5"/>')
         for p in points:
             run, verdict = t.runs[p.run], t.verdicts[p.run]
-            failed = verdict.failed_for(chart.cell)
+            failed = verdict.failed_for(chart.cell, chart.metric)
             tip = (f"{_short(run.commit)} on {run.host_label} ({run.created}): {_fmt(p.value)} "
                    f"{chart.metric.unit}, gate {verdict.status}" + "".join(f"; {c.message}" for c in failed))
             cx, cy = f"{x(p.slot):.1f}", f"{y(p.value):.1f}"
@@ -108,8 +110,8 @@ def _hosts(t: Trend, colors: dict[str, str]) -> list[str]:
 def _verdicts(t: Trend) -> list[str]:
     out = ["<h2>Gate verdicts</h2>",
            "<p>Each run against the previous run of its host and suite, with the gate's tolerances "
-           "(cells both measured). A red ring on a chart marks a failed check of that cell.</p>",
-           "<table><tr><th>created</th><th>commit</th><th>host</th><th>suite</th><th>against</th>"
+           "(cells both measured). A red ring on a chart marks the run where that check failed.</p>",
+           '<table class="verdicts"><tr><th>created</th><th>commit</th><th>host</th><th>suite</th><th>against</th>'
            "<th>verdict</th></tr>"]
     for run, v in zip(t.runs, t.verdicts):
         detail = v.reason or "; ".join(f"{c.name}: {c.message}" for c in v.failures)
@@ -143,7 +145,7 @@ def html(t: Trend, skipped: list[str] = ()) -> str:
            f"{escape(t.runs[0].created)} to {escape(t.runs[-1].created)}. Hover a point for its run.</p>"]
     if skipped:
         out += ["<p>Not drawn:</p>", "<ul>"] + [f'<li class="skipped">{escape(s)}</li>' for s in skipped] + ["</ul>"]
-    out += _hosts(t, colors)
+    out += _hosts(t, colors) + _verdicts(t)  # which run failed first: the question the page is for
     for metric in METRICS:
         charts = [c for c in t.charts if c.metric is metric]
         if not charts:
@@ -154,7 +156,7 @@ def html(t: Trend, skipped: list[str] = ()) -> str:
         out += [f"<figure><figcaption>{escape(cell_label(c.cell))}</figcaption>{chart_svg(t, c, colors)}</figure>"
                 for c in charts]
         out.append("</div>")
-    out += _verdicts(t) + _latest(t) + ["</body></html>"]
+    out += _latest(t) + ["</body></html>"]
     return "\n".join(out) + "\n"
 
 
