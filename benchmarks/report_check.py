@@ -45,7 +45,9 @@ def open_page(chromium: str, page: Path, screenshot: Path | None, work: Path) ->
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     p = subprocess.run([*args, page.resolve().as_uri()], capture_output=True, text=True, timeout=120, check=False)
     if p.returncode != 0:
-        sys.exit(f"error: {chromium} exited {p.returncode}: {p.stderr.strip().splitlines()[-1:]}")
+        last = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"error: {chromium} exited {p.returncode}: {last}", file=sys.stderr)
+        sys.exit(2)
     console = [m.group(0) for line in p.stderr.splitlines() if (m := CONSOLE.search(line))]
     return console, requests(netlog, page.resolve().as_uri())
 

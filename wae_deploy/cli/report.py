@@ -41,5 +41,5 @@ def report(history, out):
     bigger, smaller = action_benchmark.write(runs[-1], out)
     failed = sum(v.status == "fail" for v in t.verdicts)
     click.echo(f"wrote {page}: {len(runs)} runs, {len(t.commits)} commits, {len(t.hosts)} hosts, "
-               f"{len(t.charts)} charts, {failed} runs failing the gate against the run before")
+               f"{len(t.charts)} charts; runs failing the gate against their host's previous run: {failed}")
     click.echo(f"wrote {bigger} and {smaller} (the latest run, for github-action-benchmark)")
