@@ -198,7 +198,7 @@ RUNTIME_COLORS = {"ort": "#0072B2", "openvino": "#D55E00", "trt": "#009E73", "to
 RUNTIME_NAMES = {"ort": "ONNX Runtime", "openvino": "OpenVINO", "trt": "TensorRT", "torch": "PyTorch"}
 PRECISION_MARKERS = {"fp32": "o", "bf16": "D", "fp16": "s", "int8": "^"}
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")  # a model's line runs from full precision to INT8
-MODEL_LINES = ("-", "--", ":", "-.", (0, (8, 2, 1, 2, 1, 2)), (0, (12, 4)))
+MODEL_LINES = ("-", "--", ":", "-.", (0, (4, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 3)))
 
 
 def _plot_styles(entries: list[dict]) -> tuple[dict, dict, dict]:
@@ -285,7 +285,8 @@ def plot_figure(results: dict):
     ax.grid(True, which="both", alpha=0.3)
     model_keys = [Line2D([], [], color="#555555", linestyle=lines[m], label=m) for m in models]
     handles = ax.get_legend_handles_labels()[0] + model_keys
-    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+              handlelength=4)  # long enough to show each model's dash pattern
     fig.tight_layout()
     return fig
 
