@@ -30,7 +30,7 @@ SPLIT_NETTE = --lr 0.0167 --wae-epochs 1 --wae-lr 3e-4 --joint-epochs 4
 KD_NETTE    = --teacher models/vgg16-imagenette.pt
 TABLE  = $(BIN)/python -m wae_deploy.training.reference_table models > models/README.md.tmp && mv models/README.md.tmp models/README.md
 
-.PHONY: install test demo train-reference train-imagenette train-imagenette-recipes bench gpu-check lint mutation clean
+.PHONY: install test demo train-reference train-imagenette train-imagenette-recipes bench gpu-check report-check lint mutation clean
 .DELETE_ON_ERROR:
 
 install: $(STAMP)
@@ -116,6 +116,15 @@ bench: $(STAMP)
 # On a machine with an NVIDIA GPU, TensorRT and pycuda: versions, the GPU tests, one TensorRT bench (< 5 min).
 gpu-check:
 	benchmarks/gpu_check.sh $(BIN)/python
+
+# The trend page of tests/data/history (recorded runs, benchmarks/history_fixture.py) opened in headless
+# Chromium (Debian: apt-get install chromium): no console error, no network request, and a screenshot
+# (build/report-check/trend.png; docs/trend.png is a copy). CHROMIUM names another binary.
+CHROMIUM ?= chromium
+report-check: $(STAMP)
+	$(BIN)/wae-deploy report tests/data/history -o build/report-check/site
+	$(BIN)/python benchmarks/report_check.py --chromium $(CHROMIUM) build/report-check/site/index.html \
+	  --screenshot build/report-check/trend.png
 
 # Mutation testing of the functions that carry the numbers (accuracy scoring, the INT8 bound, export
 # verification, atomic writes, the bench's latency, results and gate), each mutant against the fast

@@ -71,6 +71,42 @@ def test_plot_is_a_png(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _two_runtimes(accuracy=True):
+    """_results on ONNX Runtime and OpenVINO: the demo's case, where the two once shared colour and marker."""
+    r = _results(accuracy)
+    r["entries"] += [{**copy.deepcopy(e), "target": "openvino"} for e in r["entries"]]
+    return r
+
+
+@pytest.mark.parametrize("accuracy", [True, False])
+def test_plot_tells_each_runtime_and_precision_apart(accuracy):
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    fig = report.plot_figure(_two_runtimes(accuracy))
+    try:
+        ax = fig.axes[0]
+        groups = {c.get_gid(): c for c in ax.collections}
+        assert set(groups) == {"ort fp32", "ort int8", "openvino fp32", "openvino int8"}
+        style = {}
+        for gid, c in groups.items():
+            marker = tuple(map(tuple, c.get_paths()[0].vertices.round(3)))
+            style[gid] = (to_hex(c.get_edgecolor()[0]), to_hex(c.get_facecolor()[0]), marker)
+            assert len(c.get_offsets()) == 2  # both models
+        assert len(set(style.values())) == 4, style  # every (runtime, precision) looks different
+        assert style["ort fp32"][0] != style["openvino fp32"][0]  # runtimes differ in colour
+        assert style["ort fp32"][2] != style["ort int8"][2]  # precisions differ in marker
+        # each model's points on one runtime are one line, FP32 to INT8
+        lines = {line.get_gid(): line for line in ax.lines}
+        assert set(lines) == {f"{m} {t}" for m in ("resnet20", "wae-resnet20") for t in ("ort", "openvino")}
+        assert all(len(line.get_xdata()) == 2 for line in lines.values())
+        assert lines["resnet20 ort"].get_linestyle() != lines["wae-resnet20 ort"].get_linestyle()
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert {"ONNX Runtime FP32", "OpenVINO INT8", "resnet20", "wae-resnet20"} <= set(legend)
+    finally:
+        plt.close(fig)
+
+
 def test_junit_one_testcase_per_check(tmp_path):
     r = _results()
     g = _gate(r)

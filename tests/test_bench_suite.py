@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from wae_deploy.benchmark import history, sources
 from wae_deploy.benchmark import results as R
-from wae_deploy.benchmark import sources
 from wae_deploy.benchmark.peak import COMPUTE
 from wae_deploy.benchmark.suite import BenchConfig, run
 from wae_deploy.cli import main
@@ -181,11 +181,17 @@ def junit(path) -> ET.Element:
 def test_cli_gate_passes_on_its_own_record_and_catches_an_accuracy_drop(first, ckpts, workdir, tmp_path):
     cli = CliRunner()
     recorded = tmp_path / "recorded.json"
-    res = cli.invoke(main, cli_args(ckpts, workdir, "--out", recorded, "--junit", tmp_path / "measured.xml"))
+    res = cli.invoke(main, cli_args(ckpts, workdir, "--out", recorded, "--junit", tmp_path / "measured.xml",
+                                    "--history", tmp_path / "history"))
     assert res.exit_code == 0, res.output
     assert "speed-up wae over plain (ort fp32 batch 1)" in res.output
     rec = R.load(recorded)
     assert len(rec["entries"]) == 4
+    (run_file,) = (tmp_path / "history").glob("*.json")  # the same run, with its commit and host
+    assert f"added this run to the history: {run_file}" in res.output
+    kept = R.load(run_file)
+    assert kept["history"] == {"commit": history.git_commit(), "host": history.host_id(rec["environment"])}
+    assert kept["entries"] == rec["entries"]
     measured = junit(tmp_path / "measured.xml")
     assert measured.get("tests") == "4" and measured.get("failures") == "0"
 

@@ -243,3 +243,29 @@ def test_cpu_bench_jobs_bench_ort_and_openvino():
     (bench,) = commands(gate, "wae-deploy bench")
     assert option_values(bench, "--compare") == ["benchmarks/ci-cpu.json"]
     assert "--allow-env-mismatch" not in bench
+
+
+# ----------------------------------------------------------------------------- the history and its publication
+
+@pytest.mark.parametrize("path, job_id", [(CPU, "bench-gate"), (JETSON, "trt-bench")])
+def test_device_jobs_keep_a_history_and_publish_it(path, job_id):
+    """The stable machines append to their history, draw the trend page and publish both of
+    github-action-benchmark's files (the names `wae-deploy report` writes)."""
+    from wae_deploy.benchmark.action_benchmark import BIGGER, SMALLER
+    from wae_deploy.cli.report import report
+
+    job = jobs(path)[job_id]
+    (bench,) = commands(job, "wae-deploy bench")
+    (history,) = option_values(bench, "--history")
+    (page,) = commands(job, "wae-deploy report")
+    assert page[2] == history and option_values(page, "-o") == ["reports/site"]
+    assert set(page[3:]) <= {o for p in report.params for o in p.opts} | {"reports/site"}
+    assert "contents: write" in job  # the action pushes to gh-pages
+    published = {}
+    for step in steps(job):
+        if "uses: benchmark-action/github-action-benchmark@v1" in step:
+            tool = re.search(r"tool: (\S+)", step).group(1)
+            published[tool] = re.search(r"output-file-path: (\S+)", step).group(1)
+            assert "env.MAIN_PUSH == 'true'" in step and "auto-push: true" in step
+    assert published == {"customBiggerIsBetter": f"reports/site/{BIGGER}",
+                         "customSmallerIsBetter": f"reports/site/{SMALLER}"}

@@ -192,17 +192,43 @@ def write_markdown(results: dict, path: str | os.PathLike, gate: GateResult | No
     return Path(path)
 
 
-def write_plot(results: dict, path: str | os.PathLike) -> Path:
-    """Top-1 against median latency (log x), one colour per model, one marker per precision.
+# Colour tells the runtime and the marker the precision (INT8 hollow as well, so the two read apart
+# in grey print too); Okabe-Ito colours survive the common colour-vision deficiencies.
+RUNTIME_COLORS = {"ort": "#0072B2", "openvino": "#D55E00", "trt": "#009E73", "torch": "#CC79A7"}
+RUNTIME_NAMES = {"ort": "ONNX Runtime", "openvino": "OpenVINO", "trt": "TensorRT", "torch": "PyTorch"}
+PRECISION_MARKERS = {"fp32": "o", "bf16": "D", "fp16": "s", "int8": "^"}
+PRECISION_ORDER = ("fp32", "bf16", "fp16", "int8")  # a model's line runs from full precision to INT8
+MODEL_LINES = ("-", "--", ":", "-.", (0, (4, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 3)))
 
-    Uses the smallest batch measured so that latencies are comparable. Where no entry has an
-    accuracy (untrained paper-scale weights) it plots latency per model instead.
+
+def _plot_styles(entries: list[dict]) -> tuple[dict, dict, dict]:
+    """Colour per runtime, marker per precision, line style per model; ones outside the tables get
+    the next free colour or marker rather than sharing one."""
+    spare_colors = iter(["#E69F00", "#56B4E9", "#000000", "#F0E442", "#999999"] * 4)
+    spare_markers = iter("vP*Xph" * 4)
+    colors, markers, lines = {}, {}, {}
+    for e in entries:
+        colors.setdefault(e["target"], RUNTIME_COLORS.get(e["target"]) or next(spare_colors))
+        markers.setdefault(e["precision"], PRECISION_MARKERS.get(e["precision"]) or next(spare_markers))
+        lines.setdefault(e["model"], MODEL_LINES[len(lines) % len(MODEL_LINES)])
+    return colors, markers, lines
+
+
+def plot_figure(results: dict):
+    """Top-1 against median latency (log x) at the smallest batch measured, so latencies compare.
+
+    One colour per runtime, one marker per precision, and each model's points on one runtime
+    joined from FP32 to INT8 (line style per model), so its trade reads as one line. Where no
+    entry has an accuracy (untrained paper-scale weights) the y axis is the model instead. The
+    caller closes the figure. Scatter groups carry gid "target precision", lines "model target".
     """
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # no display on CI runners and Jetsons over ssh
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import FuncFormatter, NullFormatter
     except ImportError as e:
         raise UserError("--plot needs matplotlib: " + install_command("matplotlib")) from e
     entries = results["entries"]
@@ -210,39 +236,69 @@ def write_plot(results: dict, path: str | os.PathLike) -> Path:
         raise UserError("no results to plot")
     b = min(e["batch"] for e in entries)
     entries = [e for e in entries if e["batch"] == b]
-    models = list(dict.fromkeys(e["model"] for e in entries))
-    precisions = list(dict.fromkeys(e["precision"] for e in entries))
-    markers = dict(zip(precisions, "osD^vP*X"))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
-    targets = {e["target"] for e in entries}
     with_acc = any(e.get("accuracy") for e in entries)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    try:
-        for e in entries:
-            y = (e["accuracy"]["top1"] if e.get("accuracy") else None) if with_acc else models.index(e["model"])
-            if y is None:
-                continue
-            label = e["model"] + (f" {e['target']}" if len(targets) > 1 else "") + f" {e['precision']}"
-            ax.scatter(e["latency"]["median_ms"], y, color=colors[e["model"]], marker=markers[e["precision"]],
-                       s=50, label=label)
-        ax.set_xscale("log")
-        from matplotlib.ticker import FuncFormatter
+    if with_acc:
+        entries = [e for e in entries if e.get("accuracy")]
+    colors, markers, lines = _plot_styles(entries)
+    models, targets = list(lines), list(colors)
 
-        plain = FuncFormatter(lambda v, _: f"{v:g}")  # '4' rather than matplotlib's '4 x 10^0'
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
-        ax.set_xlabel(f"median latency, ms (batch {b}, log scale)")
+    def y(e: dict) -> float:
         if with_acc:
-            ax.set_ylabel("top-1 accuracy, %")
-        else:
-            ax.set_yticks(range(len(models)), models)
-            ax.set_ylim(-0.5, len(models) - 0.5)
-            ax.set_title("accuracy not measured: latency only", fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-        fig.tight_layout()
+            return e["accuracy"]["top1"]
+        # one row per model; its runtimes a little apart so their lines do not overlap
+        return models.index(e["model"]) + 0.3 * (targets.index(e["target"]) - (len(targets) - 1) / 2) / len(targets)
+
+    def rank(e: dict) -> int:
+        p = e["precision"]
+        return PRECISION_ORDER.index(p) if p in PRECISION_ORDER else len(PRECISION_ORDER)
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for model in models:
+        for target in targets:
+            own = sorted((e for e in entries if (e["model"], e["target"]) == (model, target)), key=rank)
+            if own:
+                ax.plot([e["latency"]["median_ms"] for e in own], [y(e) for e in own], color=colors[target],
+                        linestyle=lines[model], linewidth=1.2, alpha=0.8, gid=f"{model} {target}", zorder=1)
+    for target in targets:
+        for precision in markers:
+            group = [e for e in entries if (e["target"], e["precision"]) == (target, precision)]
+            if group:
+                hollow = precision == "int8"
+                ax.scatter([e["latency"]["median_ms"] for e in group], [y(e) for e in group], s=55,
+                           marker=markers[precision], edgecolors=colors[target], linewidths=1.5,
+                           facecolors="white" if hollow else colors[target], zorder=2,
+                           label=f"{RUNTIME_NAMES.get(target, target)} {precision.upper()}",
+                           gid=f"{target} {precision}")
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # '4' rather than matplotlib's '4 x 10^0'
+    ax.xaxis.set_major_formatter(plain)
+    low, high = ax.get_xlim()
+    # within one decade the minor ticks are the only labels; over several they would run together
+    ax.xaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
+    ax.set_xlabel(f"median latency, ms (batch {b}, log scale)")
+    if with_acc:
+        ax.set_ylabel("top-1 accuracy, %")
+    else:
+        ax.set_yticks(range(len(models)), models)
+        ax.set_ylim(-0.5, len(models) - 0.5)
+        ax.set_title("accuracy not measured: latency only", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    model_keys = [Line2D([], [], color="#555555", linestyle=lines[m], label=m) for m in models]
+    handles = ax.get_legend_handles_labels()[0] + model_keys
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+              handlelength=4)  # long enough to show each model's dash pattern
+    fig.tight_layout()
+    return fig
+
+
+def write_plot(results: dict, path: str | os.PathLike) -> Path:
+    """plot_figure as a PNG (see there)."""
+    fig = plot_figure(results)  # first: it says how to install matplotlib where it is missing
+    import matplotlib.pyplot as plt
+
+    try:
         with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", bbox_inches="tight")  # the legend sits outside the axes
     finally:
         plt.close(fig)
     return Path(path)

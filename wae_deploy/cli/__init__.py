@@ -23,6 +23,7 @@ from wae_deploy.cli import (
     inspect_command,
     predict,
     profile_command,
+    report,
     train,
 )
 from wae_deploy.cli.options import one_line
@@ -76,5 +77,6 @@ def main():
 
 
 for command in (train.train, flops.flops, export.export, convert.convert, inspect_command.inspect_command,
-                doctor.doctor, build.build, predict.predict, bench.bench, profile_command.profile_command):
+                doctor.doctor, build.build, predict.predict, bench.bench, profile_command.profile_command,
+                report.report):
     main.add_command(command)

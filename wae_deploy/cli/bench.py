@@ -33,6 +33,8 @@ from wae_deploy.core.errors import UserError
 @click.option("--markdown", type=click.Path(), help="Markdown report.")
 @click.option("--plot", type=click.Path(), help="PNG: top-1 against latency.")
 @click.option("--junit", type=click.Path(), help="JUnit XML for CI.")
+@click.option("--history", type=click.Path(), help="Folder of past runs: add this one as a new file, with its commit "
+              "(see `wae-deploy report`).")
 @click.option("--compare", "recorded", type=click.Path(), help="Recorded results to gate against.")
 @click.option("--max-accuracy-drop", type=float, help="Top-1 points [default: from the recorded noise].")
 @click.option("--max-slowdown", type=float, help="Fraction, 0.1 = 10% [default: from the recorded noise].")
@@ -41,7 +43,7 @@ from wae_deploy.core.errors import UserError
 @click.option("--profile", "profile_runs", is_flag=False, flag_value=10, default=0, type=click.IntRange(0),
               metavar="[RUNS]", help="Also record each runtime's per-layer profile (10 runs unless given).")
 def bench(targets, models, suite, precisions, batches, data, eval_size, calib_size, workdir, threads, min_time,
-          out, markdown, plot, junit, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update,
+          out, markdown, plot, junit, history, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update,
           profile_runs):
     """Measure accuracy and interleaved latency of WAE models against their baselines; gate on regressions.
 
@@ -49,12 +51,16 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     artifact folders run as they are on their own target.
     """
     from wae_deploy.benchmark import gate, report
+    from wae_deploy.benchmark.history import append as append_to_history
+    from wae_deploy.benchmark.history import check_folder as check_history_folder
     from wae_deploy.benchmark.results import load as load_results
     from wae_deploy.benchmark.results import save as save_results
     from wae_deploy.benchmark.sources import suite_models
     from wae_deploy.benchmark.suite import BenchConfig, run
 
     previous = load_results(recorded) if recorded and not update else None  # a bad file fails before any work
+    if history:
+        check_history_folder(history)
     if update and not recorded:
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
@@ -73,6 +79,8 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
         click.echo(line)
     if out:
         save_results(results, out)
+    if history:
+        click.echo(f"added this run to the history: {append_to_history(results, history)}")
     if update:
         save_results(results, recorded)
         click.echo(f"recorded a new baseline in {recorded}")
