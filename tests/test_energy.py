@@ -118,7 +118,7 @@ def test_energy_per_inference_on_a_known_power_trace(orin):
         assert soc["mean_w"] == pytest.approx(2.5, rel=0.01) and energy[name]["scope"] == "module"
     # the slower model costs more per image at the same power: the figures follow each model's own calls
     assert energy["b"]["mj_per_inference"] > 1.5 * energy["a"]["mj_per_inference"]
-    assert 12.0 < cell["power"]["mean_w"] < 14.0 and not cell["throttled"] and cell["samples"] > 50
+    assert 12.0 < cell["power"]["mean_w"] < 14.0 and not cell["throttled"] and cell["samples"] > 20
     assert mon.summary()["idle_w"]["module"] == pytest.approx(5.0) and mon.summary()["module_rail"] == "VDD_IN"
 
 
@@ -153,7 +153,6 @@ def timed_cell(mon: Monitor, root: Path, trace: Path | None = None) -> tuple[dic
 
 def bench_results(entries: dict) -> dict:
     out = R.new_results({}, {"name": "test"}, entries=list(entries.values()))
-    out["entries"][0]["speedup_vs_baseline"] = 2.0
     return out
 
 
@@ -176,7 +175,9 @@ def test_a_throttling_trace_marks_the_cell_and_the_gate_refuses_it(orin):
     assert gate.compare(recorded, current).exit_code == 2           # a throttled baseline is no baseline
     allowed = gate.compare(current, recorded, max_slowdown=10.0, allow_throttled=True)
     assert allowed.refused is None and any(c.name == "throttled" and c.ok for c in allowed.checks)
-    assert "(throttled)" in report.markdown(current) and "cpu-thermal reached" not in report.markdown(current)
+    current["cells"] = [{"target": "trt", "precision": "fp16", "batch": 1, **hot}]
+    text = report.markdown(current)
+    assert "(throttled)" in text and "cpu-thermal reached 99.8 C" in text and "| cpu-thermal 99.8 C |" in text
 
 
 def test_the_cli_has_allow_throttled():
@@ -198,6 +199,18 @@ def test_rapl_counts_packages_across_the_wrap(tmp_path):
     assert meter.read(1.0) == pytest.approx({"package-0": 0.82885, "package-1": 2.0})
     put(root, "sys/class/powercap/intel-rapl:0/energy_uj", 1_500_000)
     assert meter.read(2.0)["package-0"] == pytest.approx(1.82885)
+
+
+def test_an_x86_running_under_its_maximum_clock_is_not_throttled(tmp_path):
+    """Turbo limits keep a busy x86 core under scaling_max_freq, and unset trip points read 0 C."""
+    root = DATA / "x86-rapl"
+    (cpu,) = clock_domains(root)
+    assert cpu.name == "cpu.policy0" and not cpu.locked          # min == max, but not a Jetson
+    (pkg,) = thermal_zones(root)
+    assert pkg.name == "x86_pkg_temp" and pkg.trips == []
+    mon = Monitor.open(root, print, idle_s=0.0)
+    cell, _ = timed_cell(mon, root)
+    assert not cell["throttled"] and cell["clocks"]["cpu.policy0"]["low_mhz"] == 3200
 
 
 # ----------------------------------------------------------------------------- nothing to read

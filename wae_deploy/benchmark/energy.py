@@ -23,6 +23,7 @@ timing. An unpinned clock follows its governor, so its falls say nothing and are
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ class Monitor:
     domains: list
     zones: list
     hz: float
-    log: object
+    log: Callable[[str], None]
     idle_w: dict[str, float] = field(default_factory=dict)
     idle_s: float = 0.0
     _warned: set = field(default_factory=set)
@@ -53,8 +54,10 @@ class Monitor:
         if why:
             log(f"energy not measured: {why}")
         mon = cls(meter, clock_domains(root), thermal_zones(root), hz, log)
-        if meter is not None and idle_s > 0:
-            mon._measure_idle(idle_s)
+        if meter is not None:
+            mon.idle_w = dict.fromkeys(meter.rails, 0.0)   # idle_s 0: nothing is taken off
+            if idle_s > 0:
+                mon._measure_idle(idle_s)
         return mon
 
     @property
@@ -111,7 +114,7 @@ class Monitor:
             self._warn(sampler.error)
         cell = {"samples": len(sampler.samples), **throttling(sampler.samples, self.domains, self.zones)}
         energy = {}
-        if self.meter is not None and not sampler.error and self.idle_w:
+        if self.meter is not None and not sampler.error:
             curve = EnergyCurve(sampler.samples, self.meter.rails)
             windows = [w for s in stats.values() for w in s.windows_ns]
             cell["power"] = self._power(curve, [(min(a for a, _ in windows), max(b for _, b in windows))], None)

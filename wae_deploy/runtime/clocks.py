@@ -13,13 +13,17 @@ and temperature.py, which read the same files):
 - GPU: /sys/class/devfreq/<address>.<gpu> (Orin: 17000000.ga10b on JetPack 5, 17000000.gpu on
   JetPack 6), cur_freq, min_freq and max_freq in Hz; jetson_clocks pins min_freq to max_freq.
 - CPU: /sys/devices/system/cpu/cpufreq/policyN (one per cluster), scaling_cur_freq, scaling_min_freq,
-  scaling_max_freq in kHz; jetson_clocks pins scaling_min_freq to scaling_max_freq.
+  scaling_max_freq in kHz; jetson_clocks pins scaling_min_freq to scaling_max_freq. Only on a Jetson
+  (etc/nv_tegra_release) is a CPU cluster taken as pinned: on x86, intel_pstate and amd-pstate report an
+  estimate of the average clock, and turbo limits keep a busy core under scaling_max_freq even with the
+  minimum raised to it, so a low reading there is no throttling.
 - EMC (the memory clock): /sys/kernel/debug/bpmp/debug/clk/emc/{rate,max_rate} in Hz, with
   mrq_rate_locked = 1 once jetson_clocks holds it at max_rate. debugfs: readable by root only, so
   usually absent from an unprivileged bench. Jetson Thor: /sys/class/devfreq/bwmgr.
 - Temperatures: /sys/class/thermal/thermal_zoneN/temp in millidegrees C, with trip_point_K_temp and
   trip_point_K_type. "passive" trips are where the kernel starts lowering clocks, "hot" and "critical"
-  are beyond; "active" trips only start or speed up a fan, which is no throttling.
+  are beyond; "active" trips only start or speed up a fan, which is no throttling. A trip point at or
+  below 0 C is one that is not set (x86_pkg_temp shows 0, iwlwifi -32768 C).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class ClockDomain:
 
 
 def _domain(name: str, folder: Path, cur: str, lo: str | None, hi: str, scale: int,
-            lock_file: str | None = None) -> ClockDomain | None:
+            lock_file: str | None = None, pinnable: bool = True) -> ClockDomain | None:
     try:
         top = read_number(folder / hi) * scale
         read_number(folder / cur)
@@ -59,16 +63,17 @@ def _domain(name: str, folder: Path, cur: str, lo: str | None, hi: str, scale: i
             locked = read_number(folder / lo) * scale == top
     except (OSError, ValueError, IndexError):
         return None
-    return ClockDomain(name, folder / cur, scale, top, locked)
+    return ClockDomain(name, folder / cur, scale, top, locked and pinnable)
 
 
 def clock_domains(root: Path) -> list[ClockDomain]:
     """The GPU, CPU-cluster and EMC clocks readable under root."""
     root = Path(root)
+    jetson = (root / "etc/nv_tegra_release").exists()
     found = [_domain("gpu", d, "cur_freq", "min_freq", "max_freq", 1)
              for d in sorted((root / "sys/class/devfreq").glob("*")) if GPU_DEVFREQ.search(d.name)]
-    found += [_domain(f"cpu.{d.name}", d, "scaling_cur_freq", "scaling_min_freq", "scaling_max_freq", 1000)
-              for d in sorted((root / "sys/devices/system/cpu/cpufreq").glob("policy*"))]
+    found += [_domain(f"cpu.{d.name}", d, "scaling_cur_freq", "scaling_min_freq", "scaling_max_freq", 1000,
+                      pinnable=jetson) for d in sorted((root / "sys/devices/system/cpu/cpufreq").glob("policy*"))]
     found.append(_domain("emc", root / "sys/kernel/debug/bpmp/debug/clk/emc", "rate", None, "max_rate", 1,
                          lock_file="mrq_rate_locked")
                  or _domain("emc", root / "sys/class/devfreq/bwmgr", "cur_freq", "min_freq", "max_freq", 1))
@@ -99,8 +104,9 @@ def thermal_zones(root: Path) -> list[ThermalZone]:
         for t in z.glob("trip_point_*_temp"):
             try:
                 kind = (z / t.name.replace("_temp", "_type")).read_text().strip()
-                if kind in THROTTLING_TRIPS:
-                    trips.append((read_number(t) / 1000.0, kind))
+                celsius = read_number(t) / 1000.0
+                if kind in THROTTLING_TRIPS and celsius > 0:
+                    trips.append((celsius, kind))
             except (OSError, ValueError, IndexError):
                 continue
         zones.append(ThermalZone(f"{name}@{z.name}" if any(x.name == name for x in zones) else name,

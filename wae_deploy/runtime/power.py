@@ -110,7 +110,7 @@ class RaplMeter:
         self._last: dict[str, int] = {}
         self._joules = dict.fromkeys(self.rails, 0.0)
 
-    def read(self, t_s: float) -> dict[str, float]:  # noqa: ARG002 - a counter needs no clock
+    def read(self, t_s: float) -> dict[str, float]:   # t_s: the interface's; a counter needs no clock
         for z in self.zones:
             now = read_number(z.energy_uj)
             if z.rail in self._last:
