@@ -152,8 +152,7 @@ def timed_cell(mon: Monitor, root: Path, trace: Path | None = None) -> tuple[dic
 
 
 def bench_results(entries: dict) -> dict:
-    out = R.new_results({}, {"name": "test"}, entries=list(entries.values()))
-    return out
+    return R.new_results({}, {"name": "test"}, entries=list(entries.values()))
 
 
 def test_a_throttling_trace_marks_the_cell_and_the_gate_refuses_it(orin):

@@ -45,7 +45,7 @@ class Sampler:
             try:
                 joules = self.meter.read(t / 1e9)
             except (OSError, ValueError, IndexError) as e:
-                self.error = f"{self.meter.kind} stopped being readable while timing ({e})"
+                self.error = f"{self.meter.kind} stopped being readable while sampling ({e})"
         clocks, temps = {}, {}
         if slow:
             for d in self.domains:
