@@ -71,7 +71,7 @@ def rows(results: dict) -> list[list[str]]:
     out = []
     energy = bool(results.get("power"))
     for e in results["entries"]:
-        acc, lat = e.get("accuracy") or {}, e["latency"]
+        acc, lat, en = e.get("accuracy") or {}, e["latency"], e.get("energy") or {}
         d = delta_top1(results, e)
         eff = e.get("efficiency_of_peak")
         out.append([e["model"], e["target"], e["precision"], str(e["batch"]), _size(e.get("artifact_bytes")),
@@ -82,8 +82,7 @@ def rows(results: dict) -> list[list[str]]:
                     _num(lat.get("throughput_ips"), ".1f"), _num(e.get("gflops_per_s"), ".0f"),
                     "–" if eff is None else f"{100 * eff:.0f}%",
                     _times(e.get("speedup_vs_baseline")), _times(e.get("speedup_vs_fp32_baseline"))]
-                   + ([_num((e.get("energy") or {}).get("mj_per_inference"), ".2f"),
-                       _num((e.get("energy") or {}).get("mean_w"), ".1f")] if energy else []))
+                   + ([_num(en.get("mj_per_inference"), ".2f"), _num(en.get("mean_w"), ".1f")] if energy else []))
     return out
 
 
