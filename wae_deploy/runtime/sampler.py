@@ -33,6 +33,8 @@ class Sampler:
         self.meter, self.domains, self.zones = meter, domains, zones
         self.interval_s = 1.0 / hz
         self.slow_every = slow_every
+        if meter is None:   # nothing to read fast: wake only at the slow rate, beside a CPU being timed
+            self.interval_s, self.slow_every = self.interval_s * slow_every, 1
         self.samples: list[Sample] = []
         self.error: str | None = None
         self._stop = threading.Event()
