@@ -1,12 +1,13 @@
 """The CI workflows in .github/workflows: actionlint finds nothing, and the jobs run the bench gate.
 
-actionlint (from the dev extra) checks the syntax, expressions, action inputs and, where
-shellcheck is installed, the shell scripts. The tests below it read the jobs' shell scripts
-and check what they run: the Jetson job benches TensorRT against its recorded baseline with
-JUnit output, the CPU jobs bench ONNX Runtime and OpenVINO, and every bench option they pass
-exists in the CLI. The files are read with a small reader for the block layout these two
-workflows use (jobs at two spaces, steps at six), so no YAML library is needed; a layout it
-does not recognise fails the tests rather than passing them.
+actionlint (from the dev extra) checks the syntax, expressions, action inputs (those of the
+reusable jetson.yml too) and, where shellcheck is installed, the shell scripts. The tests below it
+read the jobs' shell scripts and check what they run: the CPU workflow exports the suite's ONNX
+models and hands them to the Jetson job as an artifact, the Jetson job benches them on TensorRT
+without torch against its recorded baseline with JUnit output, the CPU jobs bench ONNX Runtime and
+OpenVINO, and every bench option they pass exists in the CLI. The files are read with a small
+reader for the block layout these two workflows use (jobs at two spaces, steps at six), so no
+YAML library is needed; a layout it does not recognise fails the tests rather than passing them.
 """
 
 from __future__ import annotations
@@ -115,7 +116,10 @@ def scalar(job: str, key: str) -> str | None:
 
 
 def run_scripts(job: str) -> list[str]:
-    """The shell script of every step with run:, inline or a '|' block, continuations joined."""
+    """The shell script of every step with run:, inline or a '|' block, continuations joined
+    (none for a job that calls a reusable workflow)."""
+    if scalar(job, "uses"):
+        return []
     scripts = []
     for step in steps(job):
         lines = step.splitlines()
@@ -174,28 +178,60 @@ def check_known_options(words: list[str]):
 
 # ----------------------------------------------------------------------------- the Jetson job
 
-def test_jetson_job_benches_trt_against_the_recorded_baseline():
+def step_with(job: str, action: str) -> str:
+    (step,) = [s for s in steps(job) if f"uses: {action}" in s]
+    return step
+
+
+def test_cpu_workflow_exports_the_onnx_models_and_hands_them_to_the_jetson_job():
+    all_jobs = jobs(CPU)
+    export = all_jobs["export-onnx"]
+    assert labels(export) == ["ubuntu-latest"] and "make install" in run_scripts(export)
+    script = "\n".join(run_scripts(export))
+    assert "wae_deploy.core.registry files --tag cifar10" in script   # the suite bench --suite cifar10 times
+    (exported,) = commands(export, "wae-deploy export")
+    assert option_values(exported, "--out") == ["onnx/${ckpt%.pt}.onnx"]
+    upload = step_with(export, "actions/upload-artifact@v4")
+    assert re.search(r"^\s*name: suite-onnx$", upload, re.MULTILINE) and "path: onnx/" in upload
+    assert "if-no-files-found: error" in upload
+
+    caller = all_jobs["jetson"]
+    assert scalar(caller, "needs") == "export-onnx" and scalar(caller, "uses") == "./.github/workflows/jetson.yml"
+    assert re.search(r"^      onnx_artifact: suite-onnx$", caller, re.MULTILINE)
+    assert "vars.JETSON_RUNNER == 'true'" in caller and "head.repo.full_name == github.repository" in caller
+    assert "github.ref == 'refs/heads/main'" in caller                  # pushes: main only, as before
+
+
+def test_jetson_job_benches_the_onnx_models_on_trt_without_torch():
     text = JETSON.read_text()
-    assert {"on", "concurrency", "jobs"} <= top_level_keys(text)
-    for trigger in ("workflow_dispatch", "pull_request"):
-        assert re.search(rf"^  {trigger}:", text, re.MULTILINE), trigger
-    assert re.search(r"^  push:\n    branches: \[main\]", text, re.MULTILINE)
+    assert {"on", "jobs"} <= top_level_keys(text)
+    assert re.search(r"^  workflow_call:\n    inputs:\n      onnx_artifact:", text, re.MULTILINE)
     (job,) = jobs(JETSON).values()
     assert labels(job) == ["self-hosted", "linux", "ARM64", "jetson"]
     assert scalar(job, "timeout-minutes") and int(scalar(job, "timeout-minutes")) > 0
+    assert re.search(r"^    concurrency:\n      group: jetson-device\n      cancel-in-progress: false", job,
+                     re.MULTILINE)  # one device: runs queue
 
+    download = step_with(job, "actions/download-artifact@v4")
+    assert "name: ${{ inputs.onnx_artifact }}" in download and "path: onnx" in download
     script = "\n".join(run_scripts(job))
     assert "sudo -n nvpmodel -q" in script and "sudo -n jetson_clocks --show" in script
-    assert "python3 -m venv --system-site-packages .venv" in script
-    assert "pip install -c" in script and "-e '.[train,dev]'" in script  # export needs the [train] extra
+    assert "python3 -m venv --system-site-packages .venv" in script   # JetPack's TensorRT and pycuda
+    assert "pip install -e '.[plot]'" in script
+    assert "torch" not in script and "[train" not in script           # the device side needs none
 
     (doctor,) = commands(job, "wae-deploy doctor")
     assert option_values(doctor, "--target") == ["trt"]
     (bench,) = commands(job, "wae-deploy bench")
     assert option_values(bench, "--target") == ["trt"]
+    assert option_values(bench, "--models") == ["${models%,}"] and "models=$(printf '%s,' onnx/*.onnx)" in script
+    assert option_values(bench, "--data") == ["$EVAL_DATA"] and "default_data_root()" in script  # scored
     assert option_values(bench, "--compare") == ["benchmarks/jetson-orin.json"]
     assert option_values(bench, "--junit") and option_values(bench, "--markdown") and option_values(bench, "--out")
-    assert "--allow-env-mismatch" not in bench  # the device recorded its own baseline: a real gate
+    assert "--allow-env-mismatch" not in bench and "--allow-throttled" not in bench  # a real gate
+    order = ["download" if "download-artifact" in st else "bench" for st in steps(job)
+             if "download-artifact" in st or "wae-deploy bench" in st]
+    assert order == ["download", "bench"]
     assert script.index("wae-deploy doctor") < script.index("wae-deploy bench")
     check_known_options(doctor)
     check_known_options(bench)

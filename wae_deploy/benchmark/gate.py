@@ -26,6 +26,10 @@ quieter machine, so with smaller cvs) found 5 in 156 ordered pairs, none with 4 
 On a fourth, fresh set, 4 and 5 gave no false alarm in the 12 CLI runs against the baseline
 and 7 in 156 pairs, 6 of them from two runs during which the whole machine ran 1.6-1.9x
 slower: a shared machine cannot gate absolute latency; a dedicated runner's small cv can.
+
+A throttled cell (benchmark/energy.py: a pinned clock sagged or a trip point was reached while
+timing) measured the cooling, not the model: with one on either side the runs are refused like
+runs from another environment, unless `allow_throttled`.
 """
 
 from __future__ import annotations
@@ -137,9 +141,14 @@ def _accuracy_check(cur: dict, rec: dict, max_drop: float | None) -> Check | Non
                                        f"({change:+.2f} pts, tolerance -{tol:.2f} pts)")
 
 
+def throttled_cells(results: dict) -> list[str]:
+    """'model target precision bN' of each entry timed in a throttled cell."""
+    return [_label(e) for e in results["entries"] if e.get("throttled")]
+
+
 def compare(current: dict, recorded: dict, max_accuracy_drop: float | None = None,
             max_slowdown: float | None = None, allow_env_mismatch: bool = False,
-            require_all: bool = True) -> GateResult:
+            require_all: bool = True, allow_throttled: bool = False) -> GateResult:
     """Check every recorded entry against the same (model, target, precision, batch) now.
 
     `max_accuracy_drop` in top-1 points and `max_slowdown` as a fraction (0.1 = 10%) override
@@ -151,10 +160,19 @@ def compare(current: dict, recorded: dict, max_accuracy_drop: float | None = Non
     if diff and not allow_env_mismatch:
         return GateResult(refused="the recorded results come from another environment (" + "; ".join(diff)
                           + "); record a baseline here with --update, or pass --allow-env-mismatch")
+    hot = [f"{who}: {', '.join(cells)}" for who, r in (("current", current), ("recorded", recorded))
+           if (cells := throttled_cells(r))]
+    if hot and not allow_throttled:
+        return GateResult(refused="timed while throttled (" + "; ".join(hot) + "): the clocks sagged or a trip "
+                          "point was reached; cool the device or pin its clocks and run again, or pass "
+                          "--allow-throttled")
     now = {_key(e): e for e in current["entries"]}
     checks: list[Check] = []
     if diff:  # allowed: keep the differences in the report, as a passing check
         checks.append(Check("environment", True, "differs from the recorded run (allowed): " + "; ".join(diff)))
+    if hot:
+        checks.append(Check("throttled", True, "compared although timed while throttled (allowed): "
+                            + "; ".join(hot)))
     groups: dict[tuple, list] = {}
     for rec in recorded["entries"]:
         cur = now.get(_key(rec))

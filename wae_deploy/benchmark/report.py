@@ -24,6 +24,12 @@ from wae_deploy.core.extras import install_command
 
 COLUMNS = ("model", "target", "precision", "batch", "size", "top-1 %", "top-5 %", "Δtop-1 vs FP32", "median ms",
            "p99 ms", "img/s", "GFLOP/s", "% peak", "speed-up", "vs FP32 base")
+# Only where the run had an energy meter: a machine without one gets no empty columns.
+ENERGY_COLUMNS = ("mJ/inf", "W")
+
+
+def columns(results: dict) -> tuple[str, ...]:
+    return COLUMNS + ENERGY_COLUMNS if results.get("power") else COLUMNS
 
 
 def _kernels(peak: dict, compute: str) -> str:
@@ -60,19 +66,23 @@ def delta_top1(results: dict, e: dict) -> float | None:
 
 
 def rows(results: dict) -> list[list[str]]:
-    """One row of strings per entry, in COLUMNS order (shared by the terminal and Markdown)."""
+    """One row of strings per entry, in columns(results) order (shared by the terminal and Markdown).
+    A median timed while throttled says so."""
     out = []
+    energy = bool(results.get("power"))
     for e in results["entries"]:
-        acc, lat = e.get("accuracy") or {}, e["latency"]
+        acc, lat, en = e.get("accuracy") or {}, e["latency"], e.get("energy") or {}
         d = delta_top1(results, e)
         eff = e.get("efficiency_of_peak")
         out.append([e["model"], e["target"], e["precision"], str(e["batch"]), _size(e.get("artifact_bytes")),
                     _num(acc.get("top1"), ".2f"), _num(acc.get("top5"), ".2f"),
                     "–" if d is None or e["precision"] == "fp32" else f"{d:+.2f}",
-                    _num(lat["median_ms"], ".2f"), _num(lat.get("p99_ms"), ".2f"),
+                    _num(lat["median_ms"], ".2f") + (" (throttled)" if e.get("throttled") else ""),
+                    _num(lat.get("p99_ms"), ".2f"),
                     _num(lat.get("throughput_ips"), ".1f"), _num(e.get("gflops_per_s"), ".0f"),
                     "–" if eff is None else f"{100 * eff:.0f}%",
-                    _times(e.get("speedup_vs_baseline")), _times(e.get("speedup_vs_fp32_baseline"))])
+                    _times(e.get("speedup_vs_baseline")), _times(e.get("speedup_vs_fp32_baseline"))]
+                   + ([_num(en.get("mj_per_inference"), ".2f"), _num(en.get("mean_w"), ".1f")] if energy else []))
     return out
 
 
@@ -81,7 +91,7 @@ def table(results: dict, title: str | None = None):
 
     suite = (results.get("suite") or {}).get("name")
     t = Table(title=title or f"wae-deploy bench{f': {suite}' if suite else ''}")
-    for i, c in enumerate(COLUMNS):
+    for i, c in enumerate(columns(results)):
         t.add_column(c, justify="left" if i < 3 else "right", no_wrap=i < 3)
     for r in rows(results):
         t.add_row(*r)
@@ -130,8 +140,9 @@ def markdown(results: dict, gate: GateResult | None = None) -> str:
         out += ["", str(suite["note"])]
     if headline(results):
         out += ["", "## Headline", ""] + [f"- {_esc(line)}" for line in headline(results)]
-    rule = "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"
-    out += ["", "| " + " | ".join(COLUMNS) + " |", rule]
+    cols = columns(results)
+    rule = "|" + "|".join("---" if i < 3 else "---:" for i in range(len(cols))) + "|"
+    out += ["", "| " + " | ".join(cols) + " |", rule]
     out += ["| " + " | ".join(_esc(c) for c in r) + " |" for r in rows(results)]
     if results.get("comparisons"):
         out += ["", "## Paired speed-ups (interleaved)", "",
@@ -145,6 +156,7 @@ def markdown(results: dict, gate: GateResult | None = None) -> str:
                        f"{_num(ci[0], '.2f')}–{_num(ci[1], '.2f')} | "
                        f"{'–' if oe is None else f'{100 * oe:.1f}%'} |")
     out += profile_markdown(results)
+    out += energy_markdown(results)
     if results.get("peaks"):
         out += ["", "## Measured peak", "",
                 "The faster of a large matmul and a large 3x3 convolution in the same runtime and precision "
@@ -184,6 +196,32 @@ def profile_markdown(results: dict, top: int = 8) -> list[str]:
                 "| share | ms | precision | part | kernel | layer |", "|---:|---:|---|---|---|---|"]
         out += [f"| {100 * lay['share']:.1f}% | {lay['ms']:.3f} | {lay['precision']} | {lay['part']} | "
                 f"{_esc(lay['kernel'])} | {_esc(lay['name'])} |" for lay in p["layers"][:top]]
+    return out
+
+
+def energy_markdown(results: dict) -> list[str]:
+    """The meter and idle power, then per timed cell its power, hottest zone and throttling verdict."""
+    power, cells = results.get("power"), results.get("cells") or []
+    if not power and not cells:
+        return []
+    out = ["", "## Module energy, clocks and heat", ""]
+    if power:
+        idle = (power.get("idle_w") or {}).get("module")
+        out += [f"{power['scope'].capitalize()} energy from {power['source']} ({_esc(power['module_rail'])}), "
+                f"sampled at {power['sample_hz']:g} Hz; idle power {_num(idle, '.2f')} W (measured for "
+                f"{_num(power.get('idle_s'), '.1f')} s before timing) is taken off every figure. This is what "
+                "the board or CPU package draws, not MLPerf power, which needs a wall meter. mJ/inf: per image.",
+                ""]
+    out += ["| target | precision | batch | mean W | active W | hottest zone | throttled |",
+            "|---|---|---:|---:|---:|---|---|"]
+    for c in cells:
+        p = c.get("power") or {}
+        temps = c.get("temperature_c") or {}
+        zone, t = max(temps.items(), key=lambda kv: kv[1]["max"], default=(None, None))
+        hottest = f"{_esc(zone)} {t['max']:.1f} C" if zone else "–"
+        verdict = _esc("; ".join(c["throttle_reasons"])) if c.get("throttled") else "no"
+        out.append(f"| {c['target']} | {c['precision']} | {c['batch']} | {_num(p.get('mean_w'), '.2f')} | "
+                   f"{_num(p.get('active_w'), '.2f')} | {hottest} | {verdict} |")
     return out
 
 

@@ -15,13 +15,15 @@ Schema version 3 (the full field list with units is in SCHEMA.md next to this fi
      "suite": {"name": str, ...},                 # free-form description of what was run
      "peaks": {"ort": {"matmul_n": int, "gflops": {"fp32": float, "int8": float}}, ...},
      "tegrastats": {...} | null,                  # environment.summarize_tegrastats() on a Jetson
+     "power": {...} | null,                       # benchmark.energy.Monitor.summary(): meter and idle power
+     "cells": [{"target", "precision", "batch", "clocks", "temperature_c", "power"?, "throttled", ...}],
      "comparisons": [{"a", "b", "target", "precision", "batch", "ratio", "ci95", "by_order"}],
      "entries": [{"model", "arch", "baseline", "target", "precision", "batch", "artifact",
                   "artifact_bytes", "accuracy": {"top1", "top5", "n"} | null,
                   "latency": {"median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "std_ms",
                               "cv", "iters", "total_s", "throughput_ips", "preprocess_ms_per_image",
                               "position_median_ms", "samples_ms"?},
-                  "gmacs", "gflops_per_s", "efficiency_of_peak",
+                  "gmacs", "gflops_per_s", "efficiency_of_peak", "energy": {...} | null, "throttled",
                   "speedup_vs_baseline", "speedup_vs_fp32_baseline",
                   "profile"?: {"target", "precision", "batch", "runs", "chunks", "wall_ms", "kernel_ms",
                                "nodes", "parts", "precisions", "layers": [{"name", "op", "kernel",

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from wae_deploy.benchmark import environment, results, sources
+from wae_deploy.benchmark.energy import Monitor
 from wae_deploy.benchmark.peak import RUNTIMES as PEAK_RUNTIMES
 from wae_deploy.benchmark.peak import measure_peaks, peak_for
 from wae_deploy.convert.targets import target_class
@@ -49,6 +50,8 @@ class BenchConfig:
     pause_s: float = 0.0
     suite: str = "custom"
     profile_runs: int = 0                   # > 0: each entry also gets the runtime's per-layer profile
+    sysfs: Path = Path("/")                 # where power, clocks and temperatures are read (tests: a recorded tree)
+    idle_s: float = 2.0                     # idle power is measured this long before timing (with a power meter)
 
 
 def _can_profile(target: str, log) -> bool:
@@ -105,6 +108,7 @@ class _Run:
     host_class: str | None
     peaks: dict
     profiling: dict[str, bool]
+    monitor: Monitor
     out: dict
     log: Callable[[str], None]
     progress: Callable | None
@@ -134,15 +138,17 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
         log(f"timing on synthetic input (no accuracy): {', '.join(synthetic)}")
     threads = cfg.threads or os.cpu_count()
     env = environment.fingerprint(threads)
+    monitor = Monitor.open(cfg.sysfs, log, idle_s=cfg.idle_s)   # idle power before the peaks heat the machine
     precisions = _precisions(cfg, targets, models, log)
     peaks = {t.name: measure_peaks(t.name, precisions[t.name], threads) for t in targets
              if t.name in PEAK_RUNTIMES and precisions[t.name]}
     scored = [len(s) for s in eval_sets.values() if s is not None]
     out = results.new_results(env, {"name": cfg.suite, "models": [m.name for m in models], "batches": cfg.batches,
                                     "eval_images": scored[0] if scored else 0, "threads": threads}, peaks=peaks,
-                              cpu_mismatch=[])
+                              cpu_mismatch=[], power=monitor.summary(), cells=[])
     profiling = {t.name: cfg.profile_runs > 0 and _can_profile(t.name, log) for t in targets}
-    state = _Run(cfg, models, eval_sets, threads, env["cpu"].get("class"), peaks, profiling, out, log, progress)
+    state = _Run(cfg, models, eval_sets, threads, env["cpu"].get("class"), peaks, profiling, monitor, out, log,
+                 progress)
     with environment.Tegrastats() as tegra:
         for t in targets:
             for precision in precisions[t.name]:
@@ -188,23 +194,33 @@ def _time_batch(state: _Run, group: _Group, batch: int) -> None:
         prep[name] = None if images is None else _preprocess_ms(m.preprocessing, images)
     state.log(f"timing {group.target} {group.precision} batch {batch}: {', '.join(group.runners)}")
     cfg = state.cfg
-    stats = measure_interleaved(
-        {n: (lambda r=r, x=feeds[n]: r.infer(x)) for n, r in group.runners.items()},
-        batch=batch, min_time_s=cfg.min_time_s, max_time_s=cfg.max_time_s,
-        min_iters=cfg.min_iters, pause_s=cfg.pause_s, progress=state.progress)
+    with state.monitor.cell() as sampler:  # energy, clocks and temperatures of this cell
+        stats = measure_interleaved(
+            {n: (lambda r=r, x=feeds[n]: r.infer(x)) for n, r in group.runners.items()},
+            batch=batch, min_time_s=cfg.min_time_s, max_time_s=cfg.max_time_s,
+            min_iters=cfg.min_iters, pause_s=cfg.pause_s, progress=state.progress)
+    cell, energy = state.monitor.account(sampler, stats, batch)
+    if cell is not None:
+        state.out["cells"].append({"target": group.target, "precision": group.precision, "batch": batch, **cell})
+        for reason in cell["throttle_reasons"]:
+            state.log(f"throttled: {group.target} {group.precision} batch {batch}: {reason}")
     for name in group.models:
-        _record(state, group, batch, name, stats, feeds[name], prep[name])
+        _record(state, group, batch, name, stats, feeds[name], prep[name],
+                energy=energy.get(name), throttled=cell["throttled"] if cell else None)
 
 
-def _record(state: _Run, group: _Group, batch: int, name: str, stats: dict, feed, prep_ms: float | None) -> None:
-    """A model's entry at one batch, with its profile when asked and its speed-up over its baseline."""
+def _record(state: _Run, group: _Group, batch: int, name: str, stats: dict, feed, prep_ms: float | None, *,
+            energy: dict | None, throttled: bool | None) -> None:
+    """A model's entry at one batch, with its profile when asked and its speed-up over its baseline.
+    `energy` and `throttled`: the model's energy in the cell and the cell's verdict (None: not measured)."""
     m, baseline = group.models[name], group.baseline[name]
     entry = results.make_entry(
         model=name, arch=m.arch, baseline=baseline, target=group.target, precision=group.precision, batch=batch,
         latency=stats[name], artifact=group.artifacts[name], accuracy=group.accuracy.get(name),
         gmacs=m.macs / 1e9 if m.macs else None, peak_gflops=peak_for(state.peaks, group.target, group.precision),
         preprocess_ms_per_image=prep_ms, source=m.kind,
-        input="synthetic" if state.eval_sets[name] is None else "images")
+        input="synthetic" if state.eval_sets[name] is None else "images", energy=energy,
+        throttled=throttled)
     state.out["entries"].append(entry)
     if state.profiling[group.target]:  # after the timed loop, so it cannot disturb it
         entry["profile"] = profile(group.artifacts[name], batch, state.cfg.profile_runs, state.threads,

@@ -39,12 +39,16 @@ from wae_deploy.core.errors import UserError
 @click.option("--max-accuracy-drop", type=float, help="Top-1 points [default: from the recorded noise].")
 @click.option("--max-slowdown", type=float, help="Fraction, 0.1 = 10% [default: from the recorded noise].")
 @click.option("--allow-env-mismatch", is_flag=True, help="Compare results from another environment anyway.")
+@click.option("--allow-throttled", is_flag=True, help="Compare cells timed while the clocks sagged or a trip "
+              "point was reached.")
+@click.option("--idle-time", default=2.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds of idle power measured before timing, taken off the energy figures (with a meter).")
 @click.option("--update", is_flag=True, help="Write this run as the new recorded baseline (--compare's file).")
 @click.option("--profile", "profile_runs", is_flag=False, flag_value=10, default=0, type=click.IntRange(0),
               metavar="[RUNS]", help="Also record each runtime's per-layer profile (10 runs unless given).")
 def bench(targets, models, suite, precisions, batches, data, eval_size, calib_size, workdir, threads, min_time,
-          out, markdown, plot, junit, history, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update,
-          profile_runs):
+          out, markdown, plot, junit, history, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch,
+          allow_throttled, idle_time, update, profile_runs):
     """Measure accuracy and interleaved latency of WAE models against their baselines; gate on regressions.
 
     Checkpoints are exported and built in --workdir for each --target; ONNX models are built there too;
@@ -67,10 +71,12 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     models, accuracy = suite_models(suite, models, workdir, log=click.echo)
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
                       eval_size=eval_size, calib_size=calib_size, accuracy=accuracy, workdir=workdir,
-                      threads=threads, min_time_s=min_time, suite=suite, profile_runs=profile_runs)
+                      threads=threads, min_time_s=min_time, suite=suite, profile_runs=profile_runs,
+                      idle_s=idle_time)
     results = run(cfg, log=click.echo)
     results["command"] = command_line()
-    verdict = gate.compare(results, previous, max_accuracy_drop, max_slowdown, allow_env_mismatch) if previous else None
+    verdict = gate.compare(results, previous, max_accuracy_drop, max_slowdown, allow_env_mismatch,
+                           allow_throttled=allow_throttled) if previous else None
     report.print_table(results)
     for c in results["comparisons"]:
         click.echo(f"speed-up {c['b']} over {c['a']} ({c['target']} {c['precision']} batch {c['batch']}): "

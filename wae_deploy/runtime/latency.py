@@ -43,6 +43,9 @@ class LatencyStats:
     total_s: float  # time spent inside this runner (warm-up excluded)
     throughput_ips: float  # images/s = batch / median: one synchronous stream, robust to outliers
     position_median_ms: dict[int, float] = field(default_factory=dict)
+    # (start, end) of each timed call in time.perf_counter_ns(), in round order: energy sampled on the
+    # same clock is attributed to the calls that drew it (benchmark.energy). Not part of the results.
+    windows_ns: list[tuple[int, int]] = field(default_factory=list)
 
     def as_dict(self, include_samples: bool = False) -> dict:
         """The fields of the results schema's `latency` object."""
@@ -134,6 +137,7 @@ def measure_interleaved(
         r += 1
 
     samples: dict[str, list[float]] = {n: [] for n in names}
+    windows: dict[str, list[tuple[int, int]]] = {n: [] for n in names}
     positions: dict[str, list[int]] = {n: [] for n in names}
     start = time.perf_counter()
     rounds = 0
@@ -146,6 +150,7 @@ def measure_interleaved(
             fn()
             t1 = clock()
             samples[name].append((t1 - t0) / 1e6)
+            windows[name].append((t0, t1))
             positions[name].append(pos)
         rounds += 1
         elapsed = time.perf_counter() - start
@@ -155,7 +160,10 @@ def measure_interleaved(
             break
         if max_iters is not None and rounds >= max_iters:
             break
-    return {n: summarize(samples[n], batches[n], positions[n]) for n in names}
+    out = {n: summarize(samples[n], batches[n], positions[n]) for n in names}
+    for n in names:
+        out[n].windows_ns = windows[n]
+    return out
 
 
 @dataclass
