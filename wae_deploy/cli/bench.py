@@ -11,6 +11,8 @@ from wae_deploy.cli.options import command_line, csv_of
 from wae_deploy.core import registry
 from wae_deploy.core.errors import UserError
 
+SCENARIOS = ("offline", "singlestream")  # benchmark.loadgen.SCENARIOS, without importing it for every command
+
 
 @click.command()
 @click.option("--target", "targets", multiple=True, required=True, help="ort, openvino, trt, torch (repeatable).")
@@ -38,11 +40,23 @@ from wae_deploy.core.errors import UserError
 @click.option("--max-slowdown", type=float, help="Fraction, 0.1 = 10% [default: from the recorded noise].")
 @click.option("--allow-env-mismatch", is_flag=True, help="Compare results from another environment anyway.")
 @click.option("--update", is_flag=True, help="Write this run as the new recorded baseline (--compare's file).")
+@click.option("--min-accuracy-fraction", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help="The gate also requires each INT8 top-1 to be at least this fraction of the same model's FP32 "
+              "top-1 in this run (MLPerf's bar; 0: off).")
 @click.option("--profile", "profile_runs", is_flag=False, flag_value=10, default=0, type=click.IntRange(0),
               metavar="[RUNS]", help="Also record each runtime's per-layer profile (10 runs unless given).")
+@click.option("--scenario", type=click.Choice(sorted(SCENARIOS)), help="Run each model as an MLPerf LoadGen system "
+              "under test instead (one --target, one --precision [default: fp32]; Offline calls the largest --batch); "
+              "see docs/mlperf.md.")
+@click.option("--mlperf-rules", is_flag=True, help="With --scenario: the official durations (600 s and the minimum "
+              "query counts) [default: a short run of --min-time, reported as not official-length].")
+@click.option("--audit", "audit_names", multiple=True, type=click.Choice(["test01", "test04"]),
+              help="With --scenario: also run this compliance audit (repeatable).")
+@click.option("--loadgen-logs", type=click.Path(), help="With --scenario: the folder for LoadGen's own logs "
+              "[default: beside --out, named after it with -loadgen; else WORKDIR/loadgen].")
 def bench(targets, models, suite, precisions, batches, data, eval_size, calib_size, workdir, threads, min_time,
           out, markdown, plot, junit, recorded, max_accuracy_drop, max_slowdown, allow_env_mismatch, update,
-          profile_runs):
+          min_accuracy_fraction, profile_runs, scenario, mlperf_rules, audit_names, loadgen_logs):
     """Measure accuracy and interleaved latency of WAE models against their baselines; gate on regressions.
 
     Checkpoints are exported and built in --workdir for each --target; ONNX models are built there too;
@@ -54,17 +68,26 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     from wae_deploy.benchmark.sources import suite_models
     from wae_deploy.benchmark.suite import BenchConfig, run
 
+    if scenario is None and (mlperf_rules or audit_names or loadgen_logs):
+        raise UserError("--mlperf-rules, --audit and --loadgen-logs go with --scenario")
     previous = load_results(recorded) if recorded and not update else None  # a bad file fails before any work
     if update and not recorded:
         raise UserError("--update needs --compare FILE: the recorded results to replace")
     workdir = Path(workdir)
     models, accuracy = suite_models(suite, models, workdir, log=click.echo)
+    if scenario:
+        _scenario(scenario, mlperf_rules, audit_names, loadgen_logs, out, markdown, BenchConfig(
+            targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
+            eval_size=eval_size, calib_size=calib_size, workdir=workdir, threads=threads, suite=suite),
+            min_time, ignored={"--compare": recorded, "--plot": plot, "--junit": junit, "--profile": profile_runs})
+        return
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
                       eval_size=eval_size, calib_size=calib_size, accuracy=accuracy, workdir=workdir,
                       threads=threads, min_time_s=min_time, suite=suite, profile_runs=profile_runs)
     results = run(cfg, log=click.echo)
     results["command"] = command_line()
-    verdict = gate.compare(results, previous, max_accuracy_drop, max_slowdown, allow_env_mismatch) if previous else None
+    verdict = gate.compare(results, previous, max_accuracy_drop, max_slowdown, allow_env_mismatch,
+                           min_accuracy_fraction=min_accuracy_fraction or None) if previous else None
     report.print_table(results)
     for c in results["comparisons"]:
         click.echo(f"speed-up {c['b']} over {c['a']} ({c['target']} {c['precision']} batch {c['batch']}): "
@@ -87,3 +110,38 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
             click.echo(line, err=not verdict.ok)
         click.echo("gate: " + ("passed" if verdict.ok else "FAILED"))
         sys.exit(verdict.exit_code)
+
+
+def _logs_folder(loadgen_logs: str | None, out: str | None, workdir: Path) -> Path:
+    """Where LoadGen's own files go: given, else beside the results file (results.json -> results-loadgen/)."""
+    if loadgen_logs:
+        return Path(loadgen_logs)
+    return Path(out).with_name(Path(out).stem + "-loadgen") if out else workdir / "loadgen"
+
+
+def _scenario(scenario, mlperf_rules, audit_names, loadgen_logs, out, markdown, cfg, min_time, ignored) -> None:
+    """`bench --scenario`: the LoadGen run, its results and report; exit 1 when a run is INVALID or an audit fails."""
+    from wae_deploy.benchmark import report
+    from wae_deploy.benchmark.loadgen import LoadgenConfig, run
+    from wae_deploy.benchmark.results import save as save_results
+
+    given = [name for name, value in ignored.items() if value]
+    if given:
+        raise UserError(f"{', '.join(given)} cannot be used with --scenario (it writes --out and --markdown)")
+    lg_cfg = LoadgenConfig(scenario, _logs_folder(loadgen_logs, out, cfg.workdir), mlperf_rules=mlperf_rules,
+                           min_time_s=min_time, offline_batch=max(cfg.batches),
+                           audits=tuple(a.upper() for a in dict.fromkeys(audit_names)))
+    results = run(cfg, lg_cfg, log=click.echo)
+    results["command"] = command_line()
+    lines = report.loadgen_lines(results)
+    for line in lines:
+        click.echo(line)
+    if out:
+        save_results(results, out)
+    if markdown:
+        report.write_markdown(results, markdown)
+    failed = report.loadgen_failures(results)
+    for line in failed:
+        click.echo(line, err=True)
+    if failed:
+        sys.exit(1)
