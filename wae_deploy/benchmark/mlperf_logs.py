@@ -92,7 +92,8 @@ def _reason(records: dict) -> str | None:
     parts = [str(_last(records, "result_invalid_reason") or "").strip()]
     if _last(records, "early_stopping_met") is False:
         parts.append("early stopping not satisfied: " + str(_last(records, "early_stopping_result") or "").strip())
-    return "; ".join(p for p in parts if p) or "LoadGen gave no reason"
+    reason = "; ".join(p for p in parts if p) or "LoadGen gave no reason"
+    return " ".join(reason.replace(" * ", " ").split())  # LoadGen's bullets and line breaks, as one line
 
 
 def read_run(folder: Path) -> RunLog:
@@ -105,13 +106,16 @@ def read_run(folder: Path) -> RunLog:
     if validity not in ("VALID", "INVALID"):
         raise UserError(f"{path} has no result_validity: LoadGen did not finish the run")
     scenario = str(_last(records, "effective_scenario") or _last(records, "requested_scenario"))
+    # Offline's per-sample "latencies" are times to completion within its one query: not a latency
+    # anyone deploys against, so only SingleStream reports them.
+    single = scenario == "SingleStream"
     return RunLog(
         folder=Path(folder), scenario=scenario, validity=validity,
         reason=None if validity == "VALID" else _reason(records),
         queries=_last(records, "result_query_count"),
-        p90_ms=_ms(_last(records, "result_90.00_percentile_latency_ns")),
-        early_stopping_p90_ms=_ms(_last(records, "early_stopping_latency_ss")) if scenario == "SingleStream" else None,
-        mean_ms=_ms(_last(records, "result_mean_latency_ns")),
+        p90_ms=_ms(_last(records, "result_90.00_percentile_latency_ns")) if single else None,
+        early_stopping_p90_ms=_ms(_last(records, "early_stopping_latency_ss")) if single else None,
+        mean_ms=_ms(_last(records, "result_mean_latency_ns")) if single else None,
         samples_per_s=_last(records, "result_samples_per_second"),
         errors=int(_last(records, "num_errors") or 0),
         audit_config_found=any(AUDIT_FOUND in str(v) for v in records.get("warning_generic_message", [])))
