@@ -194,3 +194,15 @@ def test_the_cli_offers_loadgens_scenarios():
     from wae_deploy.cli.bench import SCENARIOS
 
     assert SCENARIOS == tuple(sorted(loadgen.SCENARIOS))
+
+
+@pytest.mark.parametrize("scenario, official, duration_ms, queries", [
+    ("singlestream", True, 600_000, 100), ("offline", True, 600_000, 24576),
+    ("singlestream", False, 2_500, 100), ("offline", False, 2_500, 1),
+])
+def test_mlperf_rules_give_mlperf_confs_lengths(scenario, official, duration_ms, queries, tmp_path):
+    cfg = loadgen.LoadgenConfig(scenario, tmp_path, mlperf_rules=official, min_time_s=2.5)
+    s = loadgen.settings(lg_module, cfg, "performance", call_s=0.01)
+    assert (s.min_duration_ms, s.min_query_count) == (duration_ms, queries)
+    assert s.qsl_rng_seed == loadgen.SEEDS["qsl_rng_seed"]
+    assert s.scenario == getattr(lg_module.TestScenario, loadgen.SCENARIOS[scenario])

@@ -145,16 +145,21 @@ def expected_call_s(infer, library: SampleLibrary, batch: int, budget_s: float =
     return statistics.median(times)
 
 
+def run_length(cfg: LoadgenConfig) -> tuple[int, int]:
+    """(minimum duration in ms, minimum query count) of a run: mlperf.conf's, or the short run's."""
+    if cfg.mlperf_rules:
+        return OFFICIAL_MIN_DURATION_MS, OFFICIAL_MIN_QUERIES[cfg.loadgen_scenario]
+    return round(cfg.min_time_s * 1e3), SHORT_MIN_QUERIES[cfg.loadgen_scenario]
+
+
 def settings(lg, cfg: LoadgenConfig, mode: str, call_s: float):
     """LoadGen's TestSettings for a `mode` ("performance" or "accuracy") run of `cfg`."""
-    scenario = cfg.loadgen_scenario
     s = lg.TestSettings()
-    s.scenario = getattr(lg.TestScenario, scenario)
+    s.scenario = getattr(lg.TestScenario, cfg.loadgen_scenario)
     s.mode = lg.TestMode.PerformanceOnly if mode == "performance" else lg.TestMode.AccuracyOnly
     for key, value in SEEDS.items():
         setattr(s, key, value)
-    s.min_duration_ms = OFFICIAL_MIN_DURATION_MS if cfg.mlperf_rules else round(cfg.min_time_s * 1e3)
-    s.min_query_count = (OFFICIAL_MIN_QUERIES if cfg.mlperf_rules else SHORT_MIN_QUERIES)[scenario]
+    s.min_duration_ms, s.min_query_count = run_length(cfg)
     s.max_query_count = cfg.max_queries
     s.single_stream_expected_latency_ns = max(1, round(call_s * 1e9))
     s.offline_expected_qps = OFFLINE_QPS_MARGIN * cfg.batch / call_s
@@ -194,11 +199,9 @@ def scored(outputs: list[tuple[int, np.ndarray]], labels: np.ndarray) -> dict:
 
 
 def _run_settings(cfg: LoadgenConfig, library: SampleLibrary, call_s: float) -> dict:
-    scenario = cfg.loadgen_scenario
-    return {"run_length": "official" if cfg.mlperf_rules else "short",
-            "min_duration_ms": OFFICIAL_MIN_DURATION_MS if cfg.mlperf_rules else round(cfg.min_time_s * 1e3),
-            "min_query_count": (OFFICIAL_MIN_QUERIES if cfg.mlperf_rules else SHORT_MIN_QUERIES)[scenario],
-            "max_query_count": cfg.max_queries, "total_samples": len(library),
+    min_duration_ms, min_query_count = run_length(cfg)
+    return {"run_length": "official" if cfg.mlperf_rules else "short", "min_duration_ms": min_duration_ms,
+            "min_query_count": min_query_count, "max_query_count": cfg.max_queries, "total_samples": len(library),
             "performance_samples": min(len(library), PERFORMANCE_SAMPLES), "expected_call_ms": call_s * 1e3}
 
 
