@@ -190,6 +190,11 @@ def test_cli_refuses_an_unknown_scenario_in_one_line():
     assert_clean_error(r.returncode, r.stdout, r.stderr, match="scenario")
 
 
+def test_cli_refuses_the_harness_only_options_with_a_scenario(tmp_path):
+    r = run_cli(["bench", "--target", "ort", "--scenario", "offline", "--plot", tmp_path / "p.png", "--profile"])
+    assert_clean_error(r.returncode, r.stdout, r.stderr, match="--plot, --profile cannot be used with --scenario")
+
+
 def test_the_cli_offers_loadgens_scenarios():
     from wae_deploy.cli.bench import SCENARIOS
 

@@ -70,6 +70,11 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
 
     if scenario is None and (mlperf_rules or audit_names or loadgen_logs):
         raise UserError("--mlperf-rules, --audit and --loadgen-logs go with --scenario")
+    harness_only = {"--compare": recorded, "--update": update, "--plot": plot, "--junit": junit,
+                    "--profile": profile_runs}
+    if scenario and any(harness_only.values()):
+        raise UserError(f"{', '.join(k for k, v in harness_only.items() if v)} cannot be used with --scenario "
+                        "(it writes --out and --markdown)")
     previous = load_results(recorded) if recorded and not update else None  # a bad file fails before any work
     if update and not recorded:
         raise UserError("--update needs --compare FILE: the recorded results to replace")
@@ -78,8 +83,7 @@ def bench(targets, models, suite, precisions, batches, data, eval_size, calib_si
     if scenario:
         _scenario(scenario, mlperf_rules, audit_names, loadgen_logs, out, markdown, BenchConfig(
             targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
-            eval_size=eval_size, calib_size=calib_size, workdir=workdir, threads=threads, suite=suite),
-            min_time, ignored={"--compare": recorded, "--plot": plot, "--junit": junit, "--profile": profile_runs})
+            eval_size=eval_size, calib_size=calib_size, workdir=workdir, threads=threads, suite=suite), min_time)
         return
     cfg = BenchConfig(targets=list(targets), models=models, precisions=precisions, batches=batches, data=data,
                       eval_size=eval_size, calib_size=calib_size, accuracy=accuracy, workdir=workdir,
@@ -119,15 +123,12 @@ def _logs_folder(loadgen_logs: str | None, out: str | None, workdir: Path) -> Pa
     return Path(out).with_name(Path(out).stem + "-loadgen") if out else workdir / "loadgen"
 
 
-def _scenario(scenario, mlperf_rules, audit_names, loadgen_logs, out, markdown, cfg, min_time, ignored) -> None:
+def _scenario(scenario, mlperf_rules, audit_names, loadgen_logs, out, markdown, cfg, min_time) -> None:
     """`bench --scenario`: the LoadGen run, its results and report; exit 1 when a run is INVALID or an audit fails."""
     from wae_deploy.benchmark import report
     from wae_deploy.benchmark.loadgen import LoadgenConfig, run
     from wae_deploy.benchmark.results import save as save_results
 
-    given = [name for name, value in ignored.items() if value]
-    if given:
-        raise UserError(f"{', '.join(given)} cannot be used with --scenario (it writes --out and --markdown)")
     lg_cfg = LoadgenConfig(scenario, _logs_folder(loadgen_logs, out, cfg.workdir), mlperf_rules=mlperf_rules,
                            min_time_s=min_time, offline_batch=max(cfg.batches),
                            audits=tuple(a.upper() for a in dict.fromkeys(audit_names)))
