@@ -134,8 +134,7 @@ def _scenario(scenario, mlperf_rules, audit_names, loadgen_logs, out, markdown, 
                            audits=tuple(a.upper() for a in dict.fromkeys(audit_names)))
     results = run(cfg, lg_cfg, log=click.echo)
     results["command"] = command_line()
-    lines = report.loadgen_lines(results)
-    for line in lines:
+    for line in report.loadgen_lines(results):
         click.echo(line)
     if out:
         save_results(results, out)
