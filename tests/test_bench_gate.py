@@ -191,3 +191,22 @@ def test_missing_accuracy_and_other_image_counts_fail_by_name():
     missing = G.compare(cur, rec, max_slowdown=10).failures[0]
     assert (missing.name, missing.ok, missing.message) == ("present resnet20 ort fp32 b8", False,
                                                            "recorded but not measured in this run")
+
+
+def test_int8_must_keep_a_fraction_of_the_same_models_fp32_top1():
+    rec = _recorded()  # wae-resnet20: FP32 84.0, INT8 83.8 (0.998 of it); resnet20: 87.9 and 87.6
+    cur = copy.deepcopy(rec)
+    assert [c.name for c in G.compare(cur, rec).checks if c.name.startswith("int8-vs-fp32")] == []  # off unless asked
+    assert G.compare(cur, rec, min_accuracy_fraction=0.99).ok
+    _find(cur, "wae-resnet20", "int8")["accuracy"]["top1"] = 83.0  # 0.988 of FP32: under MLPerf's 99%
+    g = G.compare(cur, rec, min_accuracy_fraction=0.99, max_accuracy_drop=5)
+    [fail] = g.failures
+    assert fail.name == "int8-vs-fp32 wae-resnet20 ort"
+    assert fail.message == "INT8 top-1 83.00% vs FP32 84.00% (at least 0.99 of it required: 83.16%)"
+    assert G.compare(cur, rec, min_accuracy_fraction=0.98, max_accuracy_drop=5).ok
+
+
+def test_the_fraction_check_needs_both_precisions_of_a_model():
+    results = _recorded()
+    results["entries"] = [e for e in results["entries"] if e["precision"] == "int8" or e["model"] == "resnet20"]
+    assert [c.name for c in G.accuracy_fraction_checks(results, 0.99)] == ["int8-vs-fp32 resnet20 ort"]

@@ -16,6 +16,10 @@ What is checked, with tolerances from the recorded run's own noise rather than a
   (fastest call) latency now over the recorded one, beyond max(5 x the median recorded
   coefficient of variation of those entries, 5%). Catches what slows every model alike (a
   lost graph optimisation, wrong threads).
+- INT8 against FP32, per INT8 entry of this run (with `min_accuracy_fraction`): its top-1 must be
+  at least that fraction of the same model's FP32 top-1 on the same target in this run. MLPerf's
+  bar (0.99 of FP32) says whether the quantization itself kept the model's accuracy, which the
+  recorded-run check above cannot: a run recorded with an already poor INT8 passes it forever.
 
 Why latency is not checked entry by entry, and why the multipliers are 4 and 5: on a shared
 machine one entry's latency moves far more from run to run than within a run, so one run's cv
@@ -146,14 +150,34 @@ def throttled_cells(results: dict) -> list[str]:
     return [_label(e) for e in results["entries"] if e.get("throttled")]
 
 
+def accuracy_fraction_checks(results: dict, fraction: float) -> list[Check]:
+    """Each INT8 entry's top-1 against `fraction` of the same model's FP32 top-1 (same target, any batch:
+    accuracy does not depend on it). An INT8 entry without an FP32 one beside it is not checked."""
+    fp32 = {(e["model"], e["target"]): e["accuracy"]["top1"] for e in results["entries"]
+            if e["precision"] == "fp32" and e.get("accuracy")}
+    checks, seen = [], set()
+    for e in results["entries"]:
+        key = (e["model"], e["target"])
+        if e["precision"] != "int8" or not e.get("accuracy") or key not in fp32 or key in seen:
+            continue
+        seen.add(key)
+        top1, bar = e["accuracy"]["top1"], fraction * fp32[key]
+        checks.append(Check(f"int8-vs-fp32 {e['model']} {e['target']}", top1 >= bar,
+                            f"INT8 top-1 {top1:.2f}% vs FP32 {fp32[key]:.2f}% (at least {fraction:g} of it "
+                            f"required: {bar:.2f}%)"))
+    return checks
+
+
 def compare(current: dict, recorded: dict, max_accuracy_drop: float | None = None,
             max_slowdown: float | None = None, allow_env_mismatch: bool = False,
-            require_all: bool = True, allow_throttled: bool = False) -> GateResult:
+            require_all: bool = True, allow_throttled: bool = False,
+            min_accuracy_fraction: float | None = None) -> GateResult:
     """Check every recorded entry against the same (model, target, precision, batch) now.
 
     `max_accuracy_drop` in top-1 points and `max_slowdown` as a fraction (0.1 = 10%) override
     the noise-derived tolerances. Entries new in this run are not checked; recorded entries
     missing from it fail when `require_all` (a CI run must measure what was recorded).
+    `min_accuracy_fraction` (e.g. 0.99) adds accuracy_fraction_checks on this run; None: not checked.
     """
     targets = {e["target"] for r in (current, recorded) for e in r["entries"]}
     diff = compare_fingerprints(recorded.get("environment") or {}, current.get("environment") or {}, targets)
@@ -185,4 +209,6 @@ def compare(current: dict, recorded: dict, max_accuracy_drop: float | None = Non
             if c is not None:
                 checks.append(c)
     checks += [_latency_check(pairs, max_slowdown) for pairs in groups.values()]
+    if min_accuracy_fraction is not None:
+        checks += accuracy_fraction_checks(current, min_accuracy_fraction)
     return GateResult(checks)

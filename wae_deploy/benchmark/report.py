@@ -4,6 +4,7 @@
     write_markdown(results, "report.md", gate)  # gate: a gate.GateResult or None
     write_plot(results, "acc-vs-latency.png")   # needs matplotlib (imported only here)
     write_junit("gate.xml", gate, results)      # one testcase per gate check
+    loadgen_lines(results)                      # `bench --scenario`: one line per LoadGen run and audit
 
 All of them read only the results dict (results.py), so a recorded file can be re-rendered.
 """
@@ -140,10 +141,12 @@ def markdown(results: dict, gate: GateResult | None = None) -> str:
         out += ["", str(suite["note"])]
     if headline(results):
         out += ["", "## Headline", ""] + [f"- {_esc(line)}" for line in headline(results)]
-    cols = columns(results)
-    rule = "|" + "|".join("---" if i < 3 else "---:" for i in range(len(cols))) + "|"
-    out += ["", "| " + " | ".join(cols) + " |", rule]
-    out += ["| " + " | ".join(_esc(c) for c in r) + " |" for r in rows(results)]
+    out += loadgen_markdown(results)
+    if results["entries"] or not results.get("loadgen"):
+        cols = columns(results)
+        rule = "|" + "|".join("---" if i < 3 else "---:" for i in range(len(cols))) + "|"
+        out += ["", "| " + " | ".join(cols) + " |", rule]
+        out += ["| " + " | ".join(_esc(c) for c in r) + " |" for r in rows(results)]
     if results.get("comparisons"):
         out += ["", "## Paired speed-ups (interleaved)", "",
                 "| a | b | target | precision | batch | a / b | 95% interval | order effect |",
@@ -178,6 +181,77 @@ def markdown(results: dict, gate: GateResult | None = None) -> str:
             out.append(f"{len(gate.checks) - len(gate.failures)} of {len(gate.checks)} checks passed.")
             out += [""] + [f"- {'ok' if c.ok else '**FAIL**'} {_esc(c.name)}: {_esc(c.message)}" for c in gate.checks]
     return "\n".join(out) + "\n"
+
+
+def loadgen_result(run: dict) -> str:
+    """LoadGen's metric for a run, or INVALID with LoadGen's reason: an INVALID run has no result."""
+    perf = run["performance"]
+    if perf["validity"] != "VALID":
+        return f"INVALID: {perf.get('reason')}"
+    if run["scenario"] == "Offline":
+        return f"{_num(perf.get('samples_per_s'), '.1f')} samples/s (VALID)"
+    return (f"p90 {_num(perf.get('p90_ms'), '.3f')} ms, early-stopping estimate "
+            f"{_num(perf.get('early_stopping_p90_ms'), '.3f')} ms (VALID)")
+
+
+def _run_length(run: dict) -> str:
+    s = run.get("settings") or {}
+    if s.get("run_length") == "official":
+        return "official length (mlperf.conf's durations)"
+    return (f"NOT an official-length run: {_num((s.get('min_duration_ms') or 0) / 1e3, 'g')} s minimum, "
+            f"at least {s.get('min_query_count')} queries (--mlperf-rules runs 600 s)")
+
+
+def _audit_text(audit: dict | None) -> str:
+    if audit is None:
+        return "not run"
+    return "pass" if audit["passed"] else f"FAIL: {audit['why']}"
+
+
+def _top1_text(run: dict) -> str:
+    acc, harness = run.get("accuracy") or {}, run.get("harness_accuracy") or {}
+    agree = "equals" if run.get("accuracy_matches_harness") else "DIFFERS from"
+    return f"{_num(acc.get('top1'), '.2f')}% ({agree} the harness's {_num(harness.get('top1'), '.2f')}%)"
+
+
+def loadgen_lines(results: dict) -> list[str]:
+    """One line per LoadGen run (metric or INVALID, top-1 from its accuracy log, run length) and per audit."""
+    out = []
+    for r in results.get("loadgen") or []:
+        out.append(f"{r['model']} {r['target']} {r['precision']} {r['scenario']}: {loadgen_result(r)}; "
+                   f"top-1 from LoadGen's accuracy log {_top1_text(r)}; {_run_length(r)}")
+        out += [f"  {name}: {_audit_text(a)}" for name, a in r.get("audits", {}).items()]
+    return out
+
+
+def loadgen_failures(results: dict) -> list[str]:
+    """What makes a --scenario run fail (exit 1): an INVALID run, a failed audit, a top-1 that disagrees."""
+    out = []
+    for r in results.get("loadgen") or []:
+        label = f"{r['model']} {r['target']} {r['precision']} {r['scenario']}"
+        if r["performance"]["validity"] != "VALID":
+            out.append(f"INVALID {label}: {r['performance'].get('reason')}")
+        out += [f"FAIL {name} {label}: {a['why']}" for name, a in r.get("audits", {}).items() if not a["passed"]]
+        if not r.get("accuracy_matches_harness"):
+            out.append(f"FAIL accuracy {label}: LoadGen's top-1 {_top1_text(r)}")
+    return out
+
+
+def loadgen_markdown(results: dict) -> list[str]:
+    """The LoadGen section: each run's metric or INVALID verdict, top-1 from LoadGen's log, audits, length."""
+    runs = results.get("loadgen") or []
+    if not runs:
+        return []
+    out = ["", "## MLPerf LoadGen", "",
+           "| model | target | precision | scenario | result | top-1 % (LoadGen log) | harness top-1 % | TEST01 "
+           "| TEST04 | run length | logs |", "|---|---|---|---|---|---:|---:|---|---|---|---|"]
+    for r in runs:
+        acc, harness = r.get("accuracy") or {}, r.get("harness_accuracy") or {}
+        out.append(f"| {_esc(r['model'])} | {r['target']} | {r['precision']} | {r['scenario']} | "
+                   f"{_esc(loadgen_result(r))} | {_num(acc.get('top1'), '.2f')} | {_num(harness.get('top1'), '.2f')} | "
+                   f"{_esc(_audit_text(r['audits'].get('TEST01')))} | {_esc(_audit_text(r['audits'].get('TEST04')))} | "
+                   f"{_esc(_run_length(r))} | {_esc(r.get('logs'))} |")
+    return out
 
 
 def profile_markdown(results: dict, top: int = 8) -> list[str]:
@@ -265,8 +339,6 @@ def plot_figure(results: dict):
 
         matplotlib.use("Agg")  # no display on CI runners and Jetsons over ssh
         import matplotlib.pyplot as plt
-        from matplotlib.lines import Line2D
-        from matplotlib.ticker import FuncFormatter, NullFormatter
     except ImportError as e:
         raise UserError("--plot needs matplotlib: " + install_command("matplotlib")) from e
     entries = results["entries"]
@@ -291,6 +363,16 @@ def plot_figure(results: dict):
         return PRECISION_ORDER.index(p) if p in PRECISION_ORDER else len(PRECISION_ORDER)
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    _draw_trades(ax, entries, y, rank, colors, markers, lines)
+    _label_axes(ax, b, with_acc, models, lines)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_trades(ax, entries: list, y, rank, colors: dict, markers: dict, lines: dict) -> None:
+    """Each model's points on one runtime joined in precision order, then the points, one style per
+    (runtime, precision): INT8 hollow."""
+    models, targets = list(lines), list(colors)
     for model in models:
         for target in targets:
             own = sorted((e for e in entries if (e["model"], e["target"]) == (model, target)), key=rank)
@@ -307,13 +389,20 @@ def plot_figure(results: dict):
                            facecolors="white" if hollow else colors[target], zorder=2,
                            label=f"{RUNTIME_NAMES.get(target, target)} {precision.upper()}",
                            gid=f"{target} {precision}")
+
+
+def _label_axes(ax, batch: int, with_acc: bool, models: list, lines: dict) -> None:
+    """Log latency axis with plain numbers, the y axis (top-1, or one row per model), grid and legend."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     ax.set_xscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")  # '4' rather than matplotlib's '4 x 10^0'
     ax.xaxis.set_major_formatter(plain)
     low, high = ax.get_xlim()
     # within one decade the minor ticks are the only labels; over several they would run together
     ax.xaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
-    ax.set_xlabel(f"median latency, ms (batch {b}, log scale)")
+    ax.set_xlabel(f"median latency, ms (batch {batch}, log scale)")
     if with_acc:
         ax.set_ylabel("top-1 accuracy, %")
     else:
@@ -325,8 +414,6 @@ def plot_figure(results: dict):
     handles = ax.get_legend_handles_labels()[0] + model_keys
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
               handlelength=4)  # long enough to show each model's dash pattern
-    fig.tight_layout()
-    return fig
 
 
 def write_plot(results: dict, path: str | os.PathLike) -> Path:

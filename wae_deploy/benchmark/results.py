@@ -27,13 +27,17 @@ Schema version 3 (the full field list with units is in SCHEMA.md next to this fi
                   "speedup_vs_baseline", "speedup_vs_fp32_baseline",
                   "profile"?: {"target", "precision", "batch", "runs", "chunks", "wall_ms", "kernel_ms",
                                "nodes", "parts", "precisions", "layers": [{"name", "op", "kernel",
-                               "precision", "part", "ms", "share"}]}}]}
+                               "precision", "part", "ms", "share"}]}}],
+     "loadgen"?: [{"model", "target", "precision", "scenario", "batch", "logs", "settings",
+                   "performance": {"validity", "reason", "p90_ms", "early_stopping_p90_ms", "samples_per_s", ...},
+                   "accuracy", "harness_accuracy", "accuracy_matches_harness", "audits"}]}   # bench --scenario
 
 Readers ignore fields they do not know, so adding an optional field keeps the version; renaming,
 removing or changing the meaning of a field raises SCHEMA_VERSION. Version 2: `peaks` holds one
 peak per compute precision, and `efficiency_of_peak` compares with the entry's own precision
 (version 1 compared every precision with the FP32 peak). Version 3: entries may carry the
-runtime's per-layer `profile` (`bench --profile`); version 2 files are still read.
+runtime's per-layer `profile` (`bench --profile`); version 2 files are still read. The optional
+top-level `loadgen` list (`bench --scenario`) is such an added field: it keeps version 3.
 """
 
 from __future__ import annotations

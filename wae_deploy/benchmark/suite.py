@@ -73,7 +73,7 @@ def _cpu_mismatch(path: Path, host_class: str | None) -> str | None:
     return artifact.cpu_mismatch(artifact.open(path), host_class) if artifact.is_artifact(path) else None
 
 
-def _ready_targets(cfg: BenchConfig) -> list:
+def ready_targets(cfg: BenchConfig) -> list:
     """The run's targets, each set up for its batch sizes; refuses a non-positive batch or a missing runtime."""
     for b in cfg.batches:
         if b < 1:
@@ -129,7 +129,7 @@ class _Group:
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable | None = None) -> dict:
     """Export and build what is missing, then score and time every model on every target, precision and batch."""
-    targets = _ready_targets(cfg)
+    targets = ready_targets(cfg)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     models = sources.resolve(cfg.models, targets, cfg.workdir, cfg.data, log)
     eval_sets = sources.eval_sets(models, cfg.data, cfg.accuracy, cfg.eval_size)

@@ -15,6 +15,7 @@ PACKAGES = {
     "openvino": ("openvino", "openvino"), "nncf": ("nncf", "openvino"),
     "tensorrt": ("tensorrt", "trt"), "pycuda": ("pycuda", "trt"),
     "onnxsim": ("onnxsim", "onnxsim"), "matplotlib": ("matplotlib", "plot"),
+    "mlperf_loadgen": ("mlcommons-loadgen", "mlperf"),
 }
 
 

@@ -127,8 +127,18 @@ def measure_interleaved(
         raise ValueError("no runners to time")
     names = list(runners)
     batches = batch if isinstance(batch, dict) else {n: batch for n in names}
-    clock = time.perf_counter_ns
 
+    _warm_up(runners, names, warmup_iters, warmup_s)
+    samples, windows, positions = _timed_rounds(runners, names, min_iters, min_time_s, max_time_s, max_iters,
+                                                pause_s, progress)
+    out = {n: summarize(samples[n], batches[n], positions[n]) for n in names}
+    for n in names:
+        out[n].windows_ns = windows[n]
+    return out
+
+
+def _warm_up(runners: dict, names: list[str], warmup_iters: int, warmup_s: float) -> None:
+    """Rounds until every runner ran `warmup_iters` times and `warmup_s` passed."""
     start = time.perf_counter()
     r = 0
     while r < warmup_iters or time.perf_counter() - start < warmup_s:
@@ -136,6 +146,12 @@ def measure_interleaved(
             runners[name]()
         r += 1
 
+
+def _timed_rounds(runners: dict, names: list[str], min_iters: int, min_time_s: float, max_time_s: float,
+                  max_iters: int | None, pause_s: float, progress) -> tuple[dict, dict, dict]:
+    """The measured rounds: per runner its call times (ms), each call's (start, end) in perf_counter_ns
+    (the energy sampler attributes power to them) and its position in each round."""
+    clock = time.perf_counter_ns
     samples: dict[str, list[float]] = {n: [] for n in names}
     windows: dict[str, list[tuple[int, int]]] = {n: [] for n in names}
     positions: dict[str, list[int]] = {n: [] for n in names}
@@ -157,13 +173,9 @@ def measure_interleaved(
         if progress:
             progress(rounds, elapsed)
         if (rounds >= min_iters and elapsed >= min_time_s) or elapsed >= max_time_s:
-            break
+            return samples, windows, positions
         if max_iters is not None and rounds >= max_iters:
-            break
-    out = {n: summarize(samples[n], batches[n], positions[n]) for n in names}
-    for n in names:
-        out[n].windows_ns = windows[n]
-    return out
+            return samples, windows, positions
 
 
 @dataclass
