@@ -15,7 +15,7 @@ from wae_deploy.convert.targets.base import Target
 from wae_deploy.core import atomic
 from wae_deploy.runtime import artifact, onnx_meta
 from wae_deploy.runtime.artifact import Artifact
-from wae_deploy.runtime.backends.onnxruntime import MODEL, OnnxRuntimeBackend, session_options, version
+from wae_deploy.runtime.backends.onnxruntime import MODEL, OnnxRuntimeBackend, session_options
 from wae_deploy.runtime.data import ImageSet
 
 INT8_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat",
@@ -152,7 +152,7 @@ class OnnxRuntimeTarget(OnnxRuntimeBackend, Target):
         with atomic.atomic_dir(out) as tmp:
             onnx.save(model, str(tmp / MODEL))
             manifest = artifact.new_manifest(
-                onnx_path, info, self.name, precision, version(), **(meta or {}),
+                onnx_path, info, self.name, precision, self.version(), **(meta or {}),
                 executed=executed_precisions(tmp / MODEL), keep_float=list(keep_float),
                 accuracy_control=control, build_seconds=round(time.perf_counter() - t0, 2), details=details)
             return artifact.write(tmp, out, manifest)

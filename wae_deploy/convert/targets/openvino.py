@@ -12,7 +12,7 @@ from wae_deploy.core import atomic
 from wae_deploy.core.errors import UserError
 from wae_deploy.runtime import artifact, onnx_meta
 from wae_deploy.runtime.artifact import Artifact
-from wae_deploy.runtime.backends.openvino import COMPUTE, XML, OpenVINOBackend, compile_model, version
+from wae_deploy.runtime.backends.openvino import COMPUTE, XML, OpenVINOBackend, compile_model
 from wae_deploy.runtime.data import ImageSet
 from wae_deploy.runtime.machine import cpu_has
 
@@ -71,7 +71,7 @@ class OpenVINOTarget(OpenVINOBackend, Target):
         with atomic.atomic_dir(out) as tmp:
             ov.save_model(model, str(tmp / XML), compress_to_fp16=precision == "fp16")
             manifest = artifact.new_manifest(
-                onnx_path, info, self.name, precision, version(), **(meta or {}),
+                onnx_path, info, self.name, precision, self.version(), **(meta or {}),
                 executed=executed_precisions(compile_model(tmp / XML, precision, 1)), keep_float=list(keep_float),
                 accuracy_control=control, build_seconds=round(time.perf_counter() - t0, 2),
                 details={"compute_precision": COMPUTE[precision]},

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from wae_deploy.core.errors import UserError
+from wae_deploy.runtime import artifact
+from wae_deploy.runtime.machine import package_version
+
 
 class Runner(ABC):
     """A loaded artifact. Context manager: resources are held between __enter__ and __exit__."""
@@ -59,9 +63,22 @@ class Backend(ABC):
     # A CPU runtime: its INT8 artifacts depend on the CPU class they were built for (convert.int8_policy).
     cpu: bool = False
 
-    @abstractmethod
+    def version(self) -> str | None:
+        """The installed runtime's version, from package metadata (nothing is imported)."""
+        return package_version(self.runtime)
+
     def available(self) -> tuple[bool, str]:
         """(True, version) when this machine can run the target, else (False, reason)."""
+        v = self.version()
+        return (True, v) if v else (False, f"{self.runtime} is not installed ({self.install})")
+
+    def open(self, path: Path) -> artifact.Artifact:
+        """The artifact at `path` for this runtime, as installed: refused when its runtime is missing, or
+        when it was built for another runtime or version (artifact.open)."""
+        v = self.version()
+        if v is None:
+            raise UserError(self.available()[1])
+        return artifact.open(path, self.name, v)
 
     @abstractmethod
     def load(self, artifact: Path, threads: int | None = None) -> Runner:

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from pathlib import Path
 
 import numpy as np
 
-from wae_deploy.core.errors import UserError
 from wae_deploy.core.extras import install_command
-from wae_deploy.runtime import artifact
 from wae_deploy.runtime.backends.base import Backend, Runner, run_fixed
 
 MODEL = "model.onnx"
-
-
-def version() -> str | None:
-    try:
-        return importlib.metadata.version("onnxruntime")
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def session_options(threads: int | None = None, optimized_path: str | None = None):
@@ -70,11 +60,5 @@ class OnnxRuntimeBackend(Backend):
     install = install_command("onnxruntime")
     cpu = True
 
-    def available(self) -> tuple[bool, str]:
-        v = version()
-        return (True, v) if v else (False, f"onnxruntime is not installed ({self.install})")
-
     def load(self, path: Path, threads: int | None = None) -> Runner:
-        if version() is None:
-            raise UserError(self.available()[1])
-        return OnnxRuntimeRunner(artifact.open(path, self.name, version()).file(MODEL), threads)
+        return OnnxRuntimeRunner(self.open(path).file(MODEL), threads)

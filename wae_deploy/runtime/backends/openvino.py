@@ -7,27 +7,17 @@ computes in f32 (as run here), which is why its speed is that of FP32.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from pathlib import Path
 
 import numpy as np
 
-from wae_deploy.core.errors import UserError
 from wae_deploy.core.extras import install_command
-from wae_deploy.runtime import artifact
 from wae_deploy.runtime.backends.base import Backend, Runner, run_fixed
 
 XML = "model.xml"
 # Precision the CPU plugin computes the float parts in, per artifact precision.
 COMPUTE = {"fp32": "f32", "fp16": "f32", "bf16": "bf16", "int8": "f32"}
-
-
-def version() -> str | None:
-    try:
-        return importlib.metadata.version("openvino")
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def compile_model(path_or_model, precision: str, threads: int | None = None, profiling: bool = False):
@@ -69,13 +59,7 @@ class OpenVINOBackend(Backend):
     install = install_command("openvino")
     cpu = True
 
-    def available(self) -> tuple[bool, str]:
-        v = version()
-        return (True, v) if v else (False, f"openvino is not installed ({self.install})")
-
     def load(self, path: Path, threads: int | None = None) -> Runner:
-        if version() is None:
-            raise UserError(self.available()[1])
-        art = artifact.open(path, self.name, version())
+        art = self.open(path)
         art.file(XML.replace(".xml", ".bin"))  # the weights: OpenVINO's own error would not name the folder
         return OpenVINORunner(art.file(XML), art.precision, threads)
