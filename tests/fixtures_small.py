@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_process
 import numpy as np
 import pytest
 from PIL import Image
@@ -38,9 +39,14 @@ def cli_env(**overrides: str | None) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 120, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command() + [str(a) for a in args], cwd=cwd, env=cli_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(args: list, cwd: Path | None = None, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+    """`wae-deploy ARGS` in a process of its own: forked from this worker's warm parent (cli_process),
+    or started cold when `env` changes what the parent's imports may have read."""
+    full, usual = cli_env(**env), cli_env()
+    if cli_process.needs_cold(full, usual):
+        return subprocess.run(cli_command() + [str(a) for a in args], cwd=cwd, env=full,
+                              capture_output=True, text=True, timeout=timeout)
+    return cli_process.start(args, full, cwd).wait(timeout)
 
 
 def listing(*folders: Path) -> set[str]:

@@ -20,8 +20,10 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 from pathlib import Path
 
+import cli_process
 import numpy as np
 import onnx
 import pytest
@@ -72,8 +74,9 @@ def check_artifact(path: Path) -> None:
 # The CLI with a pause in the middle of its output, reported on stdout: the test kills it there.
 # file N K: the N-th atomic file write pauses after K of its 10 chunks; folder manifest: the
 # artifact folder has its model files but no manifest yet; folder swap: it is complete, not renamed.
-KILL_POINT = textwrap.dedent("""
+KILL_POINT = textwrap.dedent(f"""
     import sys, time
+    sys.path.insert(0, {str(Path(__file__).parent)!r})  # file_proxy
     from wae_deploy.runtime import artifact
     from wae_deploy.core import atomic
 
@@ -113,25 +116,24 @@ KILL_POINT = textwrap.dedent("""
 
 def kill_at(kind: str, where: str, chunk: int, args: list) -> list[str]:
     """Run the CLI with KILL_POINT, SIGKILL it when it reports the pause; assert the kill landed there."""
-    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, "-c", KILL_POINT, kind, where, str(chunk), *map(str, args)],
-                            env=cli_env(PYTHONPATH=path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    call = cli_process.start([kind, where, chunk, *args], cli_env(), code=KILL_POINT, argv0="-c")
     try:
-        report = []
-        for line in proc.stdout:  # past the command's own log lines (an INT8 build's recipe, its guard)
-            report = line.split()
-            if report[:1] == ["writing"]:
+        report, end = [], time.monotonic() + 120
+        while call.poll(0.02) is None and time.monotonic() < end:
+            # past the command's own log lines (an INT8 build's recipe, its guard) to the pause
+            report = next((line.split() for line in call.stdout().splitlines(keepends=True)
+                           if line.startswith("writing ") and line.endswith("\n")), [])  # whole lines only
+            if report:
                 break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        assert report and report[0] == "writing", f"no pause reached (seed {SEED}): {proc.stderr.read()[-2000:]}"
-        assert proc.returncode == -signal.SIGKILL, proc.returncode
+        call.kill()
+        call.wait(timeout=30)
+        assert report and report[0] == "writing", f"no pause reached (seed {SEED}): {call.stderr()[-2000:]}"
+        assert call.returncode == -signal.SIGKILL, call.returncode
         return report[1:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.stderr.close()
+        if call.poll() is None:
+            call.kill()
+            call.poll(30)
 
 
 # ----------------------------------------------------------------------------- (a) SIGKILL
