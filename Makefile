@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml
 # One pytest worker per core (xdist); each test file stays on one worker, so a file's trained
 # fixtures are made once.
 test: $(STAMP)
-	$(BIN)/pytest -q -n auto --dist loadfile
+	$(BIN)/pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 # The main job on the embedded default: the Imagenette WAE-VGG16 and its full-resolution
 # baseline, exported, built for ONNX Runtime and OpenVINO in FP32 and INT8, scored on all 3,925

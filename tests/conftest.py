@@ -167,12 +167,15 @@ def described(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-# The files that cost over half a minute of a worker's time, longest first. `make test` hands
-# whole files to its two workers in collection order, so these go first: the short files then
-# fill the gaps, instead of one long file starting last while the other worker idles.
-LONGEST_FIRST = ("test_targets.py", "test_faults.py", "test_distributed.py", "test_hardening.py",
-                 "test_bench_suite.py", "test_train.py", "test_export.py", "test_trt_standin.py",
-                 "test_models.py", "test_caffe.py")
+# The files that cost over ten seconds of a worker's time, longest first (measured with --durations
+# on the avx2 host). `make test` hands whole files to its two workers in collection order
+# (--no-loadscope-reorder: xdist would otherwise order files by their number of tests), so these
+# go first and the short files fill the gaps, instead of one long file starting last while the
+# other worker idles.
+LONGEST_FIRST = ("test_targets.py", "test_faults.py", "test_distributed.py", "test_bench_suite.py", "test_train.py",
+                 "test_export.py", "test_models.py", "test_trt_standin.py", "test_hardening.py", "test_caffe.py",
+                 "test_weights.py", "test_predict.py", "test_bench_artifacts.py", "test_cpu_class.py",
+                 "test_export_parity.py")
 
 
 def pytest_collection_modifyitems(items):
