@@ -10,7 +10,8 @@ Runs the command a user runs, once per suite, target and precision (8 runs, 40 c
 
 A run whose results file exists is not repeated (the session can end at any time: run it again to
 go on). Each cell records LoadGen's verdict, TEST01's outcome (outputs checked, bitwise equal,
-largest difference) and LoadGen's top-1 beside the harness's on the same photos. LoadGen's own
+largest difference; its performance part, the audit run's early-stopping p90 over the performance
+run's, which binds only official-length runs) and LoadGen's top-1 beside the harness's on the same photos. LoadGen's own
 logs stay in build/audits/ (megabytes; not committed).
 """
 
@@ -44,6 +45,7 @@ def cell(entry: dict, suite: str) -> dict:
             "validity": entry["performance"]["validity"], "test01_passed": audit["passed"],
             "test01_why": audit["why"], "outputs_checked": audit["checked"],
             "bitwise_equal": audit["bitwise_equal"], "max_abs_diff": audit["max_abs_diff"],
+            "performance_ratio": (audit.get("performance") or {}).get("ratio"),
             "loadgen_top1": entry["accuracy"]["top1"], "harness_top1": entry["harness_accuracy"]["top1"],
             "accuracy_matches_harness": entry["accuracy_matches_harness"], "photos": entry["accuracy"]["n"]}
 

@@ -167,9 +167,30 @@ def test_test04_cannot_pass_on_an_invalid_run_or_without_its_audit_config():
 def test_test01_tolerance_is_far_below_a_different_photo():
     ref = {0: np.array([3.0, -1.0, 0.5], np.float32)}
     run = _run("Offline", sps=1.0)
-    assert audits.test01([(0, ref[0] + 1e-5)], ref, run)["passed"]
-    assert not audits.test01([(0, ref[0] + 0.01)], ref, run)["passed"]
-    assert not audits.test01([(1, ref[0])], ref, run)["passed"]  # nothing to compare is no pass
+    assert audits.test01([(0, ref[0] + 1e-5)], ref, run, run, True)["passed"]
+    assert not audits.test01([(0, ref[0] + 0.01)], ref, run, run, True)["passed"]
+    assert not audits.test01([(1, ref[0])], ref, run, run, True)["passed"]  # nothing to compare is no pass
+
+
+@pytest.mark.parametrize("scenario, perf, audit, within", [
+    ("SingleStream", dict(p90=2.0), dict(p90=2.19), True),
+    ("SingleStream", dict(p90=2.0), dict(p90=2.21), False),     # 10.5% slower while logging outputs
+    ("SingleStream", dict(p90=2.0), dict(p90=1.79), False),     # ... or faster: either way, not the same system
+    ("SingleStream", dict(p90=0.15), dict(p90=0.175), True),    # 200 us or less: 20%
+    ("Offline", dict(sps=1000.0), dict(sps=905.0), True),
+    ("Offline", dict(sps=1000.0), dict(sps=895.0), False),
+])
+def test_test01_performance_part_is_verify_performance_and_binds_official_runs_only(scenario, perf, audit, within):
+    ref = {0: np.array([3.0, -1.0, 0.5], np.float32)}
+    a, p = _run(scenario, **audit), _run(scenario, **perf)
+    official = audits.test01([(0, ref[0])], ref, a, p, official=True)
+    short = audits.test01([(0, ref[0])], ref, a, p, official=False)
+    assert official["performance"]["passed"] is short["performance"]["passed"] is within
+    assert official["passed"] is within and short["passed"]  # outputs match: a short run passes on them
+    assert official["performance"]["binding"] and not short["performance"]["binding"]
+    text = report._audit_text(short)
+    assert text.startswith("pass") and ("within" if within else "outside") in text and "--mlperf-rules" in text
+    assert "INVALID" in audits.test01([(0, ref[0])], ref, a, _run(scenario, "INVALID"), True)["why"]
 
 
 def test_cli_scenario_run_writes_results_report_and_logs_beside_them(onnx_path, data_root, tmp_path):

@@ -211,7 +211,7 @@ def _audit(lg, cfg: LoadgenConfig, system, call_s: float, folder: Path, name: st
     run_test(lg, system, settings(lg, cfg, "performance", call_s), folder / name, config)
     run = mlperf_logs.read_run(folder / name)
     if name == "TEST01":
-        return audits.test01(mlperf_logs.read_outputs(folder / name), reference, run)
+        return audits.test01(mlperf_logs.read_outputs(folder / name), reference, run, perf, cfg.mlperf_rules)
     return audits.test04(perf, run)
 
 

@@ -205,7 +205,14 @@ def _run_length(run: dict) -> str:
 def _audit_text(audit: dict | None) -> str:
     if audit is None:
         return "not run"
-    return "pass" if audit["passed"] else f"FAIL: {audit['why']}"
+    text = "pass" if audit["passed"] else f"FAIL: {audit['why']}"
+    speed = audit.get("performance")  # TEST01's second part: binding in an official-length run only
+    if audit["passed"] and speed and not speed["binding"]:
+        where = (f"{speed['ratio'] - 1:+.1%} from the performance run "
+                 f"({'within' if speed['passed'] else 'outside'} {speed['tolerance']:.0%})"
+                 if speed["ratio"] is not None else "not comparable")
+        text += f"; performance part {where}, binding only with --mlperf-rules"
+    return text
 
 
 def _top1_text(run: dict) -> str:
