@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
+import cli_process
 import pytest
-from fixtures_small import assert_clean_error, cli_command, cli_env, listing, run_cli, write_images
+from fixtures_small import assert_clean_error, cli_env, listing, run_cli, write_images
 
 from wae_deploy.training import checkpoint
 
@@ -72,8 +72,7 @@ def test_a_killed_rank_fails_the_run_and_resume_continues_it(tmp_path):
 
     out, log = runs / "killed.pt", runs / "killed.jsonl"
     state = Path(f"{out}.train-state.pt")
-    run = subprocess.Popen(cli_command() + [str(a) for a in (*args, "-o", out, "--step-log", log)], cwd=tmp_path,
-                           env=cli_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = cli_process.start([*args, "-o", out, "--step-log", log], cli_env(**env), cwd=tmp_path)
     try:
         deadline = time.monotonic() + 300
         while not state.exists() and run.poll() is None and time.monotonic() < deadline:
@@ -81,11 +80,13 @@ def test_a_killed_rank_fails_the_run_and_resume_continues_it(tmp_path):
         victim = _rank_pid(run.pid, 1)
         assert victim is not None and state.exists(), "the run ended before its first epoch was saved"
         os.kill(victim, signal.SIGKILL)  # rank 1 dies mid-run (after epoch 1, before the run's end)
-        stdout, stderr = run.communicate(timeout=120)  # no hang: the launcher stops rank 0
+        ended = run.wait(timeout=120)  # no hang: the launcher stops rank 0
     finally:
         if run.poll() is None:
             run.kill()
-    assert_clean_error(run.returncode, stdout, stderr, expected_code=1, match="rank 1 was killed by SIGKILL")
+            run.poll(30)
+    assert_clean_error(ended.returncode, ended.stdout, ended.stderr, expected_code=1,
+                       match="rank 1 was killed by SIGKILL")
     done = len(checkpoint.load(out).metrics["history"])
     assert 1 <= done < 3
     # Only whole files: the last finished epoch's checkpoint, the resume state, the step log.

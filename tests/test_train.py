@@ -5,15 +5,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from fixtures_small import run_cli
 
 from wae_deploy.cli import main
 from wae_deploy.core.errors import UserError
@@ -189,11 +187,7 @@ def test_cli_unknown_arch_is_one_line_and_exit_2(tmp_path):
 
 
 def test_cli_unknown_arch_in_a_real_process(tmp_path):
-    exe = Path(sys.executable).with_name("wae-deploy")
-    cmd = [str(exe)] if exe.is_file() else ([shutil.which("wae-deploy")] if shutil.which("wae-deploy")
-                                            else [sys.executable, "-m", "wae_deploy.cli"])
-    proc = subprocess.run([*cmd, "train", "--arch", "nope"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    proc = run_cli(["train", "--arch", "nope"], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: unknown architecture 'nope'")
