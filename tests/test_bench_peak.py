@@ -62,10 +62,20 @@ def test_peak_runs(runtime, precision, kernel):
 
 def test_the_peak_is_the_faster_kernel(monkeypatch):
     speed = {("fp32", "matmul"): 100.0, ("fp32", "conv3x3"): 80.0, ("int8", "matmul"): 90.0, ("int8", "conv3x3"): 160.0}
-    monkeypatch.setattr(peak_module, "peak_gflops", lambda rt, c, k, threads=None: speed[c, k])
+    asked = []
+
+    def fake(rt, c, k, threads=None, min_time_s=1.0, min_iters=5):
+        asked.append((min_time_s, min_iters))
+        return speed[c, k]
+
+    monkeypatch.setattr(peak_module, "peak_gflops", fake)
     peaks = peak_module.measure_peaks("openvino", ["fp32", "fp16", "int8"])
     assert peaks["gflops"] == {"fp32": 100.0, "int8": 160.0}
     assert peaks["kernels"]["int8"] == {"matmul": 90.0, "conv3x3": 160.0}
+    assert set(asked) == {(1.0, 5)} and peaks["min_time_s"] == 1.0
+    asked.clear()
+    assert peak_module.measure_peaks("openvino", ["fp32"], min_time_s=0.2)["min_time_s"] == 0.2
+    assert set(asked) == {(0.2, 3)}  # a short bench's peaks: as short, the fastest of 3 runs
 
 
 @pytest.mark.parametrize("runtime, precision", [("trt", "fp32"), ("ort", "bf16"), ("ort", "int4")])

@@ -140,7 +140,8 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print, progress: Callable
     env = environment.fingerprint(threads)
     monitor = Monitor.open(cfg.sysfs, log, idle_s=cfg.idle_s)   # idle power before the peaks heat the machine
     precisions = _precisions(cfg, targets, models, log)
-    peaks = {t.name: measure_peaks(t.name, precisions[t.name], threads) for t in targets
+    peak_s = min(1.0, cfg.min_time_s)
+    peaks = {t.name: measure_peaks(t.name, precisions[t.name], threads, peak_s) for t in targets
              if t.name in PEAK_RUNTIMES and precisions[t.name]}
     scored = [len(s) for s in eval_sets.values() if s is not None]
     out = results.new_results(env, {"name": cfg.suite, "models": [m.name for m in models], "batches": cfg.batches,

@@ -30,7 +30,8 @@ SCENARIOS = ("offline", "singlestream")  # benchmark.loadgen.SCENARIOS, without 
 @click.option("--calib-size", default=300, show_default=True)
 @click.option("--workdir", type=click.Path(), default="build/bench", show_default=True)
 @click.option("--threads", type=int, help="Runtime threads [default: all cores].")
-@click.option("--min-time", default=3.0, show_default=True, help="Seconds of timing per target/precision/batch.")
+@click.option("--min-time", default=3.0, show_default=True,
+              help="Seconds of timing per target/precision/batch (and per peak kernel, up to 1).")
 @click.option("--out", type=click.Path(), help="Results JSON.")
 @click.option("--markdown", type=click.Path(), help="Markdown report.")
 @click.option("--plot", type=click.Path(), help="PNG: top-1 against latency.")
