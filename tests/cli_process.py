@@ -17,6 +17,7 @@ import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,6 +145,8 @@ class Forker:
             return json.loads(line)
 
     def start(self, argv: list[str], code: str, cwd: Path | None, env: dict[str, str]) -> Call:
+        if needs_cold(env, self.env_at_start):
+            raise ValueError("this environment changes what the warm parent imported: start the call cold")
         self.calls += 1
         out, err = self.folder / f"{self.calls}.stdout", self.folder / f"{self.calls}.stderr"
         req = {"argv": argv, "code": code, "cwd": str(cwd or os.getcwd()), "env": env,
@@ -160,6 +163,7 @@ class Forker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 _forker: Forker | None = None
@@ -184,5 +188,5 @@ def needs_cold(env: dict[str, str], base: dict[str, str]) -> bool:
 def start(args: list, env: dict[str, str], cwd: Path | None = None, code: str = CONSOLE_SCRIPT,
           argv0: str = "wae-deploy") -> Call:
     """`code` (by default the console script) with sys.argv = [argv0, *args] in a process forked from the
-    warm parent, which was started with `env` unless it runs already (see needs_cold)."""
+    warm parent (started with `env` if it is not running yet; an `env` that needs_cold is refused)."""
     return forker(env).start([argv0, *map(str, args)], code, cwd, env)
