@@ -81,15 +81,15 @@ def _test01_performance(performance: RunLog, audit: RunLog, official: bool) -> d
     ref, test = getattr(performance, metric), getattr(audit, metric)
     fast = metric == "early_stopping_p90_ms" and ref is not None and ref <= FAST_P90_MS
     tolerance = TEST01_PERF_TOLERANCE_FAST if fast else TEST01_PERF_TOLERANCE
+    ratio = test / ref if performance.valid and audit.valid and ref and test is not None else None
     why = None
-    if not (performance.valid and audit.valid) or not ref or test is None:
-        why = "cannot compare: the " + ("performance run" if not performance.valid or not ref else "audit run") \
-              + " is INVALID or has no score"
-    elif abs(test / ref - 1) >= tolerance:
-        why = f"the audit run's {metric} is {test / ref - 1:+.1%} from the performance run's (within {tolerance:.0%})"
+    if ratio is None:
+        which = "performance run" if not performance.valid or not ref else "audit run"
+        why = f"cannot compare: the {which} is INVALID or has no score"
+    elif abs(ratio - 1) >= tolerance:
+        why = f"the audit run's {metric} is {ratio - 1:+.1%} from the performance run's (within {tolerance:.0%})"
     return {"passed": why is None, "why": why, "binding": official, "metric": metric, "score": test,
-            "reference_score": ref, "ratio": test / ref if ref and test is not None else None,
-            "tolerance": tolerance}
+            "reference_score": ref, "ratio": ratio, "tolerance": tolerance}
 
 
 def test04(performance: RunLog, same: RunLog) -> dict:
