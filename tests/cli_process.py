@@ -6,9 +6,10 @@ those modules once and forks a child per call. The child is a process of its own
 file descriptors, working folder, environment, `sys.argv` and exit status, and it runs the console
 script's own code (`sys.exit(main())`), so an exit code, a traceback or a stray warning on stderr, or
 a SIGKILL in the middle of a write is seen exactly as a user would see it. What the fork skips is
-the import alone; the parent's own stderr is kept and must stay empty (`check_quiet`), so an
-import-time warning still fails a test. A call whose environment could change what those imports
-did (PYTHON*, TORCH*, LD_* variables) runs cold instead.
+the imports and the exporter's first-call setup (one tiny export in the parent); the parent's own
+stderr is kept and must stay empty (`check_quiet`), so an import-time warning still fails a test.
+A call whose environment could change what those imports did (PYTHON*, TORCH*, LD_* variables)
+runs cold instead.
 """
 
 from __future__ import annotations
@@ -72,6 +73,21 @@ for name in sys.argv[1:]:
 replies = os.fdopen(os.dup(1), "w", buffering=1)
 requests = os.fdopen(os.dup(0), "r")
 os.dup2(os.open(os.devnull, os.O_RDWR), 1)  # the parent prints nothing of its own but replies
+if "wae_deploy.training.export" in sys.argv[1:]:
+    # The exporter sets itself up on its first call (~3 s of torch.export's lazy state). After one tiny
+    # export here, an export in a child costs what a user's second export in one process costs.
+    import torch
+    from wae_deploy.training.export import MIN_OPSET, to_onnx
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.norm(self.conv(x))).mean((2, 3)))
+
+    to_onnx(Tiny().eval(), torch.zeros(2, 3, 8, 8), MIN_OPSET, None, ["logits"])
 replies.write(json.dumps({"ready": os.getpid()}) + "\n")
 for line in requests:
     sys.stdout.flush()

@@ -113,6 +113,16 @@ def tiny_onnx(tmp_path_factory, tiny_ckpt) -> Path:
     return tiny_ckpt.with_suffix(".onnx")
 
 
+@pytest.fixture(scope="session")
+def plain_ckpt(tmp_path_factory, trained_pair) -> Path:
+    """The run's plain ResNet-20 (trained_pair's plain.pt), this worker's copy. For tests of what export
+    does around the exporter (writes, parity checks): that holds for any network, and a ResNet-20
+    exports in half the time of a WAE."""
+    folder = tmp_path_factory.mktemp("plain")
+    shutil.copyfile(trained_pair / "plain.pt", folder / "p.pt")
+    return folder / "p.pt"
+
+
 def reference_export(tmp_path_factory, name: str) -> Path:
     """models/<name>.pt exported the way bench exports it (default options), once per run, with the
     checkpoint beside it: <shared>/<name>.onnx, .json and .pt. Copy it (copy_export) before writing near it."""

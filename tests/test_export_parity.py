@@ -15,7 +15,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from fixtures_small import assert_clean_error, tiny_ckpt  # noqa: F401 - session fixture
+from fixtures_small import assert_clean_error, plain_ckpt  # noqa: F401 - session fixture
 from onnx import helper, numpy_helper
 
 from wae_deploy.cli import main
@@ -31,8 +31,8 @@ def _quiet(*_a, **_k):
 
 
 @pytest.fixture(scope="module")
-def raw_graph(tiny_ckpt, tmp_path_factory):  # noqa: F811
-    """The exporter's own graph of tiny_ckpt, before any change."""
+def raw_graph(plain_ckpt, tmp_path_factory):  # noqa: F811
+    """The exporter's own graph of plain_ckpt, before any change."""
     seen = []
     real = export_mod.to_onnx
 
@@ -42,7 +42,7 @@ def raw_graph(tiny_ckpt, tmp_path_factory):  # noqa: F811
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(export_mod, "to_onnx", capture)
-        result = export(tiny_ckpt, tmp_path_factory.mktemp("raw") / "m.onnx", simplifier="none", verify=16, log=_quiet)
+        result = export(plain_ckpt, tmp_path_factory.mktemp("raw") / "m.onnx", simplifier="none", verify=16, log=_quiet)
     assert result.manifest["parity"]["max_abs_diff"] < TOLERANCE / 10  # the untouched graph is far inside
     return seen[0].SerializeToString()
 
@@ -66,25 +66,25 @@ def changed_weights(raw: bytes) -> onnx.ModelProto:
     return model
 
 
-def export_graph(monkeypatch, tiny_ckpt, out, graph, *args):  # noqa: F811
+def export_graph(monkeypatch, plain_ckpt, out, graph, *args):  # noqa: F811
     monkeypatch.setattr(export_mod, "to_onnx", lambda *a, **k: graph)
-    return CliRunner().invoke(main, ["export", str(tiny_ckpt), "-o", str(out), "--verify", "16", *args])
+    return CliRunner().invoke(main, ["export", str(plain_ckpt), "-o", str(out), "--verify", "16", *args])
 
 
 @pytest.mark.parametrize("simplifier", ["none", "onnxslim"])
-def test_graph_with_changed_weights_is_refused_and_nothing_written(raw_graph, tiny_ckpt, tmp_path, monkeypatch,  # noqa: F811
+def test_graph_with_changed_weights_is_refused_and_nothing_written(raw_graph, plain_ckpt, tmp_path, monkeypatch,  # noqa: F811
                                                                    simplifier):
     out = tmp_path / "m.onnx"
-    res = export_graph(monkeypatch, tiny_ckpt, out, changed_weights(raw_graph), "--simplifier", simplifier)
+    res = export_graph(monkeypatch, plain_ckpt, out, changed_weights(raw_graph), "--simplifier", simplifier)
     assert_clean_error(res.exit_code, res.stdout, res.stderr, 1, "exported graph disagrees with PyTorch")
     assert "nothing written" in res.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("delta,accepted", [(0.8 * TOLERANCE, True), (1.2 * TOLERANCE, False)])
-def test_refusal_sits_at_the_tolerance(raw_graph, tiny_ckpt, tmp_path, monkeypatch, delta, accepted):  # noqa: F811
+def test_refusal_sits_at_the_tolerance(raw_graph, plain_ckpt, tmp_path, monkeypatch, delta, accepted):  # noqa: F811
     out = tmp_path / "m.onnx"
-    res = export_graph(monkeypatch, tiny_ckpt, out, offset_logits(raw_graph, delta), "--simplifier", "none")
+    res = export_graph(monkeypatch, plain_ckpt, out, offset_logits(raw_graph, delta), "--simplifier", "none")
     if accepted:
         assert res.exit_code == 0, res.output
         p = json.loads(out.with_suffix(".json").read_text())["parity"]

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from fixtures_small import assert_clean_error, cli_command, cli_env, listing, run_cli, tiny_ckpt, tiny_onnx  # noqa: F401
+from fixtures_small import assert_clean_error, cli_command, cli_env, listing, plain_ckpt, run_cli, tiny_ckpt, tiny_onnx  # noqa: F401
 from seeds import FAULT_SEED as SEED
 
 from wae_deploy.cli import main
@@ -138,11 +138,11 @@ def kill_at(kind: str, where: str, chunk: int, args: list) -> list[str]:
 
 # ----------------------------------------------------------------------------- (a) SIGKILL
 
-def test_export_killed_mid_write_leaves_nothing_trusted(tiny_ckpt, tmp_path):  # noqa: F811
+def test_export_killed_mid_write_leaves_nothing_trusted(plain_ckpt, tmp_path):  # noqa: F811
     """Killed in the model's write, then (a second export) in the manifest's: neither leaves a file a
     later run trusts, and a third export over both kills' leftovers completes."""
     out = tmp_path / "m.onnx"
-    args = ["export", tiny_ckpt, "-o", out, "--verify", "16"]
+    args = ["export", plain_ckpt, "-o", out, "--verify", "16"]
     chunk = random.Random(SEED).randint(1, 9)
     left = []
     for write, nth in (("model", "0"), ("manifest", "1")):
@@ -260,10 +260,10 @@ class _OsWithFullDisk:
         return _enospc if name == "replace" else getattr(os, name)
 
 
-def test_full_disk_export_is_a_clean_error(tiny_ckpt, tmp_path, monkeypatch):  # noqa: F811
+def test_full_disk_export_is_a_clean_error(plain_ckpt, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr(atomic, "open", lambda *a, **k: _FullDiskFile(), raising=False)
     out = tmp_path / "m.onnx"
-    r = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--verify", "0", "-o", str(out)], catch_exceptions=False)
+    r = CliRunner().invoke(main, ["export", str(plain_ckpt), "--verify", "0", "-o", str(out)], catch_exceptions=False)
     assert_clean_error(r.exit_code, r.stdout, r.stderr, 2, "No space left on device")
     assert list(tmp_path.iterdir()) == []
 
@@ -291,8 +291,8 @@ def tiny_tmpfs(tmp_path):
         subprocess.run(["umount", str(mnt)], check=False)
 
 
-def test_really_full_disk(tiny_ckpt, tiny_onnx, tiny_tmpfs):  # noqa: F811
-    proc = run_cli(["export", tiny_ckpt, "--verify", "0", "-o", tiny_tmpfs / "m.onnx"])
+def test_really_full_disk(plain_ckpt, tiny_onnx, tiny_tmpfs):  # noqa: F811
+    proc = run_cli(["export", plain_ckpt, "--verify", "0", "-o", tiny_tmpfs / "m.onnx"])
     assert_clean_error(proc.returncode, proc.stdout, proc.stderr, 2, "No space left on device")
     assert list(tiny_tmpfs.iterdir()) == []
     proc = run_cli(["build", tiny_onnx, "--target", "ort", "--precision", "fp32", "-o", tiny_tmpfs / "a"])
@@ -385,7 +385,7 @@ def test_dotdot_output_lands_where_the_user_said(tiny_onnx, tmp_path):  # noqa: 
     assert (tmp_path / "x.bin").read_bytes() == b"here" and list((tmp_path / "sub").iterdir()) == []
 
 
-def test_symlinked_output_file_is_replaced_not_written_through(tiny_ckpt, tmp_path):  # noqa: F811
+def test_symlinked_output_file_is_replaced_not_written_through(plain_ckpt, tmp_path):  # noqa: F811
     victim = tmp_path / "elsewhere" / "precious.onnx"
     victim.parent.mkdir()
     victim.write_bytes(b"do not touch")
@@ -393,7 +393,7 @@ def test_symlinked_output_file_is_replaced_not_written_through(tiny_ckpt, tmp_pa
     out_dir.mkdir()
     link = out_dir / "m.onnx"
     link.symlink_to(victim)
-    r = CliRunner().invoke(main, ["export", str(tiny_ckpt), "--verify", "0", "-o", str(link)], catch_exceptions=False)
+    r = CliRunner().invoke(main, ["export", str(plain_ckpt), "--verify", "0", "-o", str(link)], catch_exceptions=False)
     assert r.exit_code == 0, r.stderr
     assert victim.read_bytes() == b"do not touch"
     assert not link.is_symlink() and link.is_file()
