@@ -201,6 +201,22 @@ def test_fuzz_onnx_bytes(work, onnx_bytes):
 
 
 
+def test_metadata_that_is_not_utf8_is_ignored_or_refused(work, onnx_bytes):
+    """Found by test_fuzz_onnx_bytes: protobuf hands back bytes for a string field that is not UTF-8.
+    A foreign key of that kind is not ours and is skipped; one of our values is malformed metadata."""
+    for old, new, ok in [(b"wae_deploy.metrics", b"\x80ae_deploy.metrics", True),
+                         (b"wae-resnet20", b"\x80ae-resnet20", False)]:
+        assert onnx_bytes.count(old) == 1
+        path = work / "not-utf8.onnx"
+        path.write_bytes(onnx_bytes.replace(old, new))
+        if ok:
+            info = onnx_meta.read(path)
+            assert info.arch == "wae-resnet20" and "metrics" not in info.extra
+        else:
+            with pytest.raises(UserError, match="malformed wae_deploy metadata: a value is not UTF-8 text"):
+                onnx_meta.read(path)
+
+
 def test_fuzz_onnx_metadata_values(work):
     """A valid graph whose wae_deploy metadata values are arbitrary strings."""
     keys = ["arch", "classes", "preprocessing", "config", "metrics"]

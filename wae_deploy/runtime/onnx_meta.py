@@ -44,7 +44,8 @@ def write(model: onnx.ModelProto, info: ModelInfo) -> None:
 
 
 def from_model(model: onnx.ModelProto, where: str = "model") -> ModelInfo:
-    return from_props({p.key: p.value for p in model.metadata_props}, where)
+    # protobuf hands back bytes for a string that is not UTF-8: such a key is not one of ours
+    return from_props({p.key: p.value for p in model.metadata_props if isinstance(p.key, str)}, where)
 
 
 def from_props(metadata: dict[str, str], where: str = "model") -> ModelInfo:
@@ -52,6 +53,8 @@ def from_props(metadata: dict[str, str], where: str = "model") -> ModelInfo:
     props = {k[len(PREFIX):]: v for k, v in metadata.items() if k.startswith(PREFIX)}
     if "arch" not in props or "preprocessing" not in props:
         raise UserError(f"{where} is not a wae-deploy export (no wae_deploy metadata); run `wae-deploy export` first")
+    if not all(isinstance(v, str) for v in props.values()):
+        raise UserError(f"{where} has malformed wae_deploy metadata: a value is not UTF-8 text")
     try:
         base = {"arch", "classes", "preprocessing", "config", "checkpoint_sha256", "version"}
         info = ModelInfo(arch=props["arch"], classes=json.loads(props.get("classes", "[]")),
