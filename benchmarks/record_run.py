@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "benchmarks" / "runs.json"
-SUMMARY = re.compile(r"\d+ (passed|failed)|error|headline|speed-up", re.I)
+SUMMARY = re.compile(r"\d+ (passed|failed|errors?)\b|^error:|headline|speed-up", re.I)  # not make's own "Error 2"
 
 
 def main() -> int:
