@@ -185,14 +185,14 @@ def _list_labelled_csv(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, classes
 
 
-def _decode(files: list, labels: list[int], classes: list[str], spec: Preprocessing) -> ImageSet:
+def _decode(files: list[str | Path], labels: list[int], classes: list[str], spec: Preprocessing) -> ImageSet:
     images = np.empty((len(files), spec.crop, spec.crop, 3), np.uint8)
     for i, f in enumerate(files):
         images[i] = spec.load_image(f)
     return ImageSet(images, np.asarray(labels, np.int64), classes)
 
 
-def _cache_key(files: list, classes: list[str], spec: Preprocessing, split: str) -> str:
+def _cache_key(files: list[str | Path], classes: list[str], spec: Preprocessing, split: str) -> str:
     h = hashlib.sha256(repr((split, spec.resize, spec.crop, spec.channel_order, classes)).encode())
     for f in files:
         st = os.stat(f)

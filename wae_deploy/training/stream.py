@@ -55,7 +55,7 @@ def count_images(folder: Path) -> int:
     with os.scandir(folder) as it:
         for e in it:
             if e.is_dir() and not e.name.startswith("."):
-                n += len(image_files(Path(e.path)))
+                n += len(image_files(e.path))
             elif os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES:
                 n += 1
     return n
