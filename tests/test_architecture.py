@@ -13,7 +13,7 @@ import pytest
 import tomllib
 from fixtures_small import REPO
 
-from wae_deploy.core import extras
+from wae_deploy.core import extras, moved
 
 LINT = Path(sys.executable).with_name("lint-imports")
 PACKAGE = REPO / "wae_deploy"
@@ -86,3 +86,23 @@ def test_every_extra_package_has_its_install_hint():
     assert extras.install_command("openvino") == "pip install 'wae-deploy[openvino]'"
     assert extras.install_command("google.protobuf") == "pip install 'wae-deploy[train]'"
     assert extras.install_command("onnxruntime") == "pip install wae-deploy"
+
+
+def test_old_module_names_are_the_new_modules_with_a_warning(monkeypatch):
+    import importlib
+
+    import wae_deploy
+
+    for name in wae_deploy.__all__:  # importing wae_deploy.build binds the module there (core/moved.py)
+        monkeypatch.setattr(wae_deploy, name, getattr(wae_deploy, name))
+    for old, new in moved.MOVED.items():
+        module = importlib.import_module(f"wae_deploy.{new}")  # every new home exists
+        sys.modules.pop(f"wae_deploy.{old}", None)
+        with pytest.warns(DeprecationWarning, match=f"wae_deploy.{old} is now wae_deploy.{new};"):
+            assert importlib.import_module(f"wae_deploy.{old}") is module, old
+    # a module under a moved package moved with it: one object, not a second copy loaded from its file
+    import wae_deploy.convert.targets.tensorrt.layers as layers
+
+    sys.modules.pop("wae_deploy.targets.tensorrt.layers", None)
+    with pytest.warns(DeprecationWarning):
+        assert importlib.import_module("wae_deploy.targets.tensorrt.layers") is layers

@@ -21,6 +21,7 @@ from fixtures_small import REPO, assert_clean_error, cli_env
 from PIL import Image
 
 import wae_deploy as wd
+from wae_deploy.core import moved
 from wae_deploy.core.errors import UserError
 
 # Imported by a device: every module of the torch-free packages, and the bench and CLI that a device runs.
@@ -29,6 +30,9 @@ RUNTIME_MODULES = ["wae_deploy", "wae_deploy.cli", *(
     "wae_deploy." + ".".join(p.relative_to(REPO / "wae_deploy").with_suffix("").parts).removesuffix(".__init__")
     for package in DEVICE_PACKAGES for p in sorted((REPO / "wae_deploy" / package).rglob("*.py"))),
     *(f"wae_deploy.benchmark.{m}" for m in ("gate", "report", "suite", "environment"))]
+# The same modules by their names before 0.1's layout (core/moved.py), as scripts written then import them.
+OLD_RUNTIME_MODULES = [f"wae_deploy.{old}" for old, new in moved.MOVED.items()
+                       if f"wae_deploy.{new}" in RUNTIME_MODULES]
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 
 
@@ -90,13 +94,15 @@ def folder(work, readme_output, data_root) -> Path:
 
 
 def test_import_graph_of_the_runtime_has_no_torch(tmp_path):
-    code = NO_TORCH + f"import importlib; [importlib.import_module(m) for m in {RUNTIME_MODULES!r}]; " \
+    names = RUNTIME_MODULES + OLD_RUNTIME_MODULES
+    code = NO_TORCH + f"import importlib; [importlib.import_module(m) for m in {names!r}]; " \
         "print(sorted(m for m in sys.modules if m.startswith('wae_deploy')))"
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli_env(PYTHONPATH=str(REPO)),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     loaded = eval(r.stdout)  # noqa: S307 - our own subprocess printed a list literal
     assert len(loaded) > 40 and not any(m.startswith("wae_deploy.training") for m in loaded), loaded
+    assert {"wae_deploy.targets.onnxruntime", "wae_deploy.build", "wae_deploy.bench.gate"} <= set(loaded)
 
 
 def test_build_and_predict_without_torch(work, folder):

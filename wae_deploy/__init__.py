@@ -18,7 +18,9 @@ The packages, and what each may import (`make lint` checks it):
 Each function imports its step when called, so `import wae_deploy` stays light and torch-free.
 """
 
-from wae_deploy.core import __version__
+from wae_deploy.core import __version__, moved
+
+moved.install()  # the module names of the flat package before 0.1's layout, for a while (core/moved.py)
 
 
 def _quiet(*_args, **_kw) -> None:
