@@ -162,7 +162,8 @@ class Forker:
 
     def start(self, argv: list[str], code: str, cwd: Path | None, env: dict[str, str]) -> Call:
         if needs_cold(env, self.env_at_start):
-            raise ValueError("this environment changes what the warm parent imported: start the call cold")
+            changed = sorted(k for k in set(env) | set(self.env_at_start) if env.get(k) != self.env_at_start.get(k))
+            raise ValueError(f"this environment changes what the warm parent imported ({changed}): start the call cold")
         self.calls += 1
         out, err = self.folder / f"{self.calls}.stdout", self.folder / f"{self.calls}.stderr"
         req = {"argv": argv, "code": code, "cwd": str(cwd or os.getcwd()), "env": env,
@@ -186,8 +187,14 @@ _forker: Forker | None = None
 
 
 def forker(env: dict[str, str]) -> Forker:
-    """This worker's warm parent, started on first use with `env` (the CLI's usual environment)."""
+    """This worker's warm parent, started on first use with `env` (the CLI's usual environment), and
+    again when the worker's own environment has moved since in a variable imports may read: torch sets
+    TORCHINDUCTOR_CACHE_DIR in the worker the first time its inductor loads."""
     global _forker
+    if _forker is not None and _forker.proc.poll() is None and needs_cold(env, _forker.env_at_start):
+        _forker.check_quiet()
+        _forker.close()
+        _forker = None
     if _forker is None or _forker.proc.poll() is not None:
         _forker = Forker(env)
         atexit.register(_forker.close)

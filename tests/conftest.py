@@ -172,10 +172,10 @@ def described(model: onnx.ModelProto) -> onnx.ModelProto:
 # (--no-loadscope-reorder: xdist would otherwise order files by their number of tests), so these
 # go first and the short files fill the gaps, instead of one long file starting last while the
 # other worker idles.
-LONGEST_FIRST = ("test_targets.py", "test_faults.py", "test_distributed.py", "test_bench_suite.py", "test_train.py",
-                 "test_export.py", "test_models.py", "test_trt_standin.py", "test_hardening.py", "test_caffe.py",
-                 "test_weights.py", "test_predict.py", "test_bench_artifacts.py", "test_cpu_class.py",
-                 "test_export_parity.py")
+LONGEST_FIRST = ("test_targets.py", "test_distributed.py", "test_faults.py", "test_train.py", "test_caffe.py",
+                 "test_models.py", "test_bench_suite.py", "test_export.py", "test_weights.py", "test_trt_standin.py",
+                 "test_predict.py", "test_bench_artifacts.py", "test_loadgen.py", "test_export_parity.py",
+                 "test_cpu_class.py")
 
 
 def pytest_collection_modifyitems(items):
